@@ -1,0 +1,5 @@
+import sys
+
+from reidaug.cli import main
+
+sys.exit(main())

@@ -1,0 +1,70 @@
+"""The `reidaug` command line: one Typer command per pipeline step (each is also a Python API)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+import typer
+
+from reidaug import __version__
+from reidaug.errors import ReidaugError
+
+app = typer.Typer(
+    name="reidaug",
+    help="Pose-guided person image generation for re-ID training sets, and the benchmark that proves it helps.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Pipeline order. Each module in reidaug.commands defines `command`, a Typer-annotated function.
+COMMANDS: list[str] = [
+    "synth",
+    "pairs",
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"reidaug {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """reidaug: poses -> pairs -> train -> generate -> augment -> reid-eval -> metrics."""
+
+
+for _name in COMMANDS:
+    _module = importlib.import_module(f"reidaug.commands.{_name.replace('-', '_')}")
+    app.command(_name, help=_module.command.__doc__)(_module.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: usage errors and ReidaugError become one line on stderr with exit code 2."""
+    cmd = typer.main.get_command(app)
+    try:
+        rv = cmd.main(args=argv, prog_name="reidaug", standalone_mode=False)
+    except ReidaugError as e:
+        print(f"reidaug: error: {e}", file=sys.stderr)
+        return 2
+    except click.UsageError as e:
+        print(f"reidaug: error: {e.format_message()}", file=sys.stderr)
+        return 2
+    except click.ClickException as e:
+        print(f"reidaug: error: {e.format_message()}", file=sys.stderr)
+        return e.exit_code
+    except click.exceptions.Abort:
+        print("reidaug: interrupted", file=sys.stderr)
+        return 130
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

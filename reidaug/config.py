@@ -1,0 +1,67 @@
+"""Typed configuration: dataclass schemas filled from YAML files in `configs/` plus `--set key=value` overrides.
+
+Every schema lives next to the code that uses it; this module only loads and merges.
+"""
+
+from __future__ import annotations
+
+from dataclasses import is_dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from reidaug.errors import ReidaugError
+
+T = TypeVar("T")
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A path as given, or a name looked up under `configs/` (`methods/patn` -> configs/methods/patn.yaml)."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return p
+    candidate = CONFIG_DIR / (str(name_or_path) + ("" if p.suffix in (".yaml", ".yml") else ".yaml"))
+    if candidate.exists():
+        return candidate
+    raise ReidaugError(f"config not found: {name_or_path} (looked in . and {CONFIG_DIR})")
+
+
+def load_config(schema: type[T], source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
+    """Merge schema defaults <- YAML file <- `a.b=c` overrides and return a typed schema instance."""
+    if not is_dataclass(schema):
+        raise TypeError(f"{schema!r} is not a dataclass")
+    try:
+        cfg = OmegaConf.structured(schema)
+        if source is not None:
+            path = resolve_config_path(source)
+            try:
+                loaded = OmegaConf.load(path)
+            except Exception as e:  # yaml errors carry multi-line context
+                raise ReidaugError(f"cannot parse config {path}: {str(e).splitlines()[0]}") from None
+            cfg = OmegaConf.merge(cfg, loaded)
+        for item in overrides:
+            if "=" not in item:
+                raise ReidaugError(f"--set expects key=value, got {item!r}")
+        if overrides:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        raise ReidaugError(f"bad configuration: {_first_line(e)}") from None
+
+
+def to_dict(cfg) -> dict:
+    """A plain dict of a schema instance (for checkpoints, manifests and logs)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+
+
+def to_yaml(cfg) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def _first_line(e: Exception) -> str:
+    msg = str(e).strip().splitlines()
+    return msg[0] if msg else type(e).__name__

@@ -1,0 +1,98 @@
+"""The Market-1501 folder layout and its image names `PPPP_cCsS_FFFFFF_BB.jpg`.
+
+pid -1 marks junk images and pid 0 distractors; cameras are 1 to 6. torchreid's `Market1501` parser reads
+`([-\\d]+)_c(\\d)` from `*.jpg` names and asserts 0 <= pid <= 1501 (or -1) and 1 <= camid <= 6.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from reidaug.errors import ReidaugError, offenders
+
+SPLITS = {"train": "bounding_box_train", "gallery": "bounding_box_test", "query": "query"}
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+JUNK_PID = -1
+DISTRACTOR_PID = 0
+
+_NAME = re.compile(r"^(-1|\d{4})_c(\d)s(\d+)_(\d{6})_(\d{2})\.(jpg|jpeg|png)$")
+
+
+@dataclass(frozen=True)
+class MarketName:
+    pid: int
+    camid: int
+    sequence: int
+    frame: int
+    bbox: int
+    ext: str = "jpg"
+
+    def __str__(self) -> str:
+        return format_name(self.pid, self.camid, self.sequence, self.frame, self.bbox, self.ext)
+
+
+def parse_name(name: str) -> MarketName:
+    """Parse `0002_c1s1_000451_03.jpg`; raise ReidaugError for names that are not Market names."""
+    m = _NAME.match(Path(name).name)
+    if m is None:
+        raise ReidaugError(f"not a Market-1501 image name: {name!r} (expected PPPP_cCsS_FFFFFF_BB.jpg)")
+    pid, cam, seq, frame, bbox, ext = m.groups()
+    return MarketName(int(pid), int(cam), int(seq), int(frame), int(bbox), ext)
+
+
+def is_market_name(name: str) -> bool:
+    return _NAME.match(Path(name).name) is not None
+
+
+def format_name(pid: int, camid: int, sequence: int, frame: int, bbox: int, ext: str = "jpg") -> str:
+    """The inverse of `parse_name`. Raises for values torchreid's Market parser would reject."""
+    if not (pid == JUNK_PID or 0 <= pid <= 1501):
+        raise ReidaugError(f"pid {pid} outside Market's range (-1 or 0..1501)")
+    if not 1 <= camid <= 6:
+        raise ReidaugError(f"camera {camid} outside Market's range 1..6")
+    if not (0 <= sequence <= 9 and 0 <= frame <= 999_999 and 0 <= bbox <= 99):
+        raise ReidaugError(f"sequence/frame/bbox out of range: s{sequence} f{frame} b{bbox}")
+    p = "-1" if pid == JUNK_PID else f"{pid:04d}"
+    return f"{p}_c{camid}s{sequence}_{frame:06d}_{bbox:02d}.{ext}"
+
+
+def pid_of(name: str) -> str:
+    """Identity key as the pair rule uses it: the text before the first underscore."""
+    return Path(name).name.split("_", 1)[0]
+
+
+def read_split(root: str | Path, split: str) -> pd.DataFrame:
+    """One Market folder as a table: name, path, pid, camid, sequence, frame, bbox (sorted by name)."""
+    if split not in SPLITS:
+        raise ReidaugError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    folder = Path(root) / SPLITS[split]
+    if not folder.is_dir():
+        raise ReidaugError(f"missing folder {folder} (a Market root has {', '.join(SPLITS.values())})")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    if not files:
+        raise ReidaugError(f"empty folder {folder}: no .jpg/.png images")
+    bad = [p.name for p in files if not is_market_name(p.name)]
+    if bad:
+        raise ReidaugError(f"{len(bad)} image names in {folder} do not parse as Market names: {offenders(bad)}")
+    rows = []
+    for p in files:
+        n = parse_name(p.name)
+        rows.append((p.name, str(p), n.pid, n.camid, n.sequence, n.frame, n.bbox))
+    return pd.DataFrame(rows, columns=["name", "path", "pid", "camid", "sequence", "frame", "bbox"])
+
+
+def read_market(root: str | Path, splits=tuple(SPLITS)) -> pd.DataFrame:
+    """All requested splits of a Market root in one table with a `split` column."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ReidaugError(f"Market root {root} is not a folder")
+    frames = [read_split(root, s).assign(split=s) for s in splits]
+    return pd.concat(frames, ignore_index=True)
+
+
+def split_dir(root: str | Path, split: str) -> Path:
+    return Path(root) / SPLITS[split]

@@ -1,0 +1,1 @@
+"""Generators, discriminators and losses of the papers in ../shared/papers, behind one method registry."""

@@ -1,0 +1,40 @@
+"""Shared fixtures: the real Market keypoints and crops in ../shared (skipped when absent)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("REIDAUG_SHARED", ROOT.parent / "shared")) / "data"
+
+
+@pytest.fixture(scope="session")
+def market_keypoints() -> Path:
+    d = SHARED / "market1501-keypoints"
+    if not (d / "market-annotation-train.csv").is_file():
+        pytest.skip(f"real Market keypoints not found at {d}")
+    return d
+
+
+@pytest.fixture(scope="session")
+def market_samples() -> Path:
+    d = SHARED / "market1501-samples"
+    if not (d / "annotation.csv").is_file():
+        pytest.skip(f"real Market samples not found at {d}")
+    return d
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run the CLI in-process; returns (exit_code, stdout, stderr)."""
+    from reidaug.cli import main
+
+    def _run(*args: str):
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return _run
