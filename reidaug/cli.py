@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import sys
 
-import click
 import typer
 
 from reidaug import __version__
@@ -54,13 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     except ReidaugError as e:
         print(f"reidaug: error: {e}", file=sys.stderr)
         return 2
-    except click.UsageError as e:
-        print(f"reidaug: error: {e.format_message()}", file=sys.stderr)
-        return 2
-    except click.ClickException as e:
+    except typer.TyperException as e:  # usage errors (exit code 2) and other CLI errors
         print(f"reidaug: error: {e.format_message()}", file=sys.stderr)
         return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("reidaug: interrupted", file=sys.stderr)
         return 130
     return rv if isinstance(rv, int) else 0
