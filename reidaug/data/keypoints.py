@@ -102,10 +102,12 @@ def _parse_list(text: str, lineno: int, path) -> list[int]:
         values = json.loads(text)
     except json.JSONDecodeError:
         raise ReidaugError(f"{path}:{lineno}: keypoint list is not a JSON list: {text.strip()[:40]!r}") from None
-    if not isinstance(values, list) or not all(isinstance(v, int) for v in values):
-        raise ReidaugError(f"{path}:{lineno}: keypoints must be a list of integers")
+    if not isinstance(values, list) or not all(type(v) is int for v in values):
+        raise ReidaugError(f"{path}:{lineno}: keypoints must be a list of integers: {text.strip()[:40]!r}")
     if len(values) != NUM_JOINTS:
         raise ReidaugError(f"{path}:{lineno}: expected {NUM_JOINTS} joints, got {len(values)}")
+    if min(values) < MISSING:
+        raise ReidaugError(f"{path}:{lineno}: negative coordinate {min(values)} (only {MISSING} marks a missing joint)")
     return values
 
 
@@ -164,19 +166,24 @@ def _duplicates(names) -> list[str]:
 def heatmaps(coords, size: tuple[int, int] = (128, 64), sigma: float = 6.0):
     """Gaussian heatmaps (B, 18, H, W) from keypoints (B, 18, 2) [y, x], on the keypoints' device.
 
+    Float keypoints keep their dtype; integer ones give float32. A single (18, 2) pose gives (18, H, W).
+
     Value exp(-((r - y)^2 + (c - x)^2) / (2 sigma^2)) over the whole grid, peak 1 at the joint, an
     all-zero channel for a missing joint (notes 1.4).
     """
     import torch
 
     kp = torch.as_tensor(coords)
+    if kp.dim() not in (2, 3) or kp.shape[-2:] != (NUM_JOINTS, 2):
+        raise ReidaugError(f"keypoints must have shape (B, {NUM_JOINTS}, 2) or ({NUM_JOINTS}, 2), got {tuple(kp.shape)}")
     squeeze = kp.dim() == 2
     if squeeze:
         kp = kp[None]
-    kp = kp.float()
+    dtype = kp.dtype if kp.is_floating_point() else torch.float32
+    kp = kp.to(dtype)
     h, w = size
-    rows = torch.arange(h, device=kp.device, dtype=torch.float32).view(1, 1, h, 1)
-    cols = torch.arange(w, device=kp.device, dtype=torch.float32).view(1, 1, 1, w)
+    rows = torch.arange(h, device=kp.device, dtype=dtype).view(1, 1, h, 1)
+    cols = torch.arange(w, device=kp.device, dtype=dtype).view(1, 1, 1, w)
     y = kp[..., 0, None, None]
     x = kp[..., 1, None, None]
     maps = torch.exp(-((rows - y) ** 2 + (cols - x) ** 2) / (2 * sigma**2))

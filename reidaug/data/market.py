@@ -95,4 +95,24 @@ def read_market(root: str | Path, splits=tuple(SPLITS)) -> pd.DataFrame:
 
 
 def split_dir(root: str | Path, split: str) -> Path:
+    """`root/bounding_box_train` for split "train" (also "gallery" and "query")."""
+    if split not in SPLITS:
+        raise ReidaugError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     return Path(root) / SPLITS[split]
+
+
+def market_image_path(root: str | Path, split: str, name: str) -> Path:
+    """Where image `name` of `split` lives in a Market root; the name must parse as a Market name."""
+    parse_name(name)
+    if Path(name).name != name:
+        raise ReidaugError(f"image name {name!r} must be a bare file name, not a path")
+    return split_dir(root, split) / name
+
+
+def write_market_image(root: str | Path, split: str, name: str, rgb, quality: int = 95) -> Path:
+    """Write an RGB uint8 image atomically into a Market root (creating the split folder); returns its path."""
+    from reidaug.data.images import write_image
+
+    path = market_image_path(root, split, name)
+    write_image(path, rgb, quality)
+    return path

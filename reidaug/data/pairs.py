@@ -1,0 +1,165 @@
+"""(source, target) pairs of the same identity by the PATN rule (architecture notes 1.5).
+
+An image is valid when both shoulders and both hips are detected and its name does not start with `-1`
+(junk) or `0000` (distractor). Every identity (text before the first `_`) with n valid images gives all
+n(n-1) ordered pairs, identities in order of first appearance, images in file order, pairs in
+`itertools.permutations` order. Built with index arithmetic, no loop over pairs. With this order,
+`sample_pairs(make_pairs(test), 12000, seed=0)` reproduces the published `market-pairs-test.csv`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from reidaug.data.keypoints import MISSING, TORSO, Annotations
+from reidaug.errors import ReidaugError
+
+COLUMNS = ["from", "to"]
+EXCLUDED_PREFIXES = ("-1", "0000")  # junk, distractor
+
+
+@dataclass
+class PairsConfig:
+    """`cap_per_identity`: keep at most this many (seeded random) pairs per identity; `sample`: then draw
+    this many pairs without replacement (the reference's test split: 12,000 with seed 0)."""
+
+    cap_per_identity: int | None = None
+    sample: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class PairsStats:
+    images: int
+    valid_images: int
+    identities: int  # identities with at least one valid image
+    paired_identities: int  # identities with two or more valid images
+    all_pairs: int  # before the cap
+    pairs: int  # after cap and sampling
+
+
+def identity_of(names) -> np.ndarray:
+    """Identity keys (text before the first underscore) as an object array."""
+    return np.array([n.split("_", 1)[0] for n in names], dtype=object)
+
+
+def valid_images(ann: Annotations) -> np.ndarray:
+    """(N,) bool: all four torso joints present and not a junk or distractor image."""
+    torso = (ann.coords[:, TORSO, :] != MISSING).all(axis=(1, 2))
+    kept = np.array([not n.startswith(EXCLUDED_PREFIXES) for n in ann.names], dtype=bool)
+    return torso & kept if len(ann) else np.zeros(0, dtype=bool)
+
+
+def _permutation_indices(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For groups of `sizes`, all ordered pairs (i, j), i != j, of local indices, group by group.
+
+    Pair k of a group of size n is (k // (n-1), k % (n-1) shifted past the diagonal): the order of
+    itertools.permutations(range(n), 2). Returns (group, i, j) per pair.
+    """
+    per_group = sizes * (sizes - 1)
+    group = np.repeat(np.arange(len(sizes)), per_group)
+    starts = np.cumsum(per_group) - per_group
+    k = np.arange(per_group.sum()) - starts[group]
+    m = sizes[group] - 1
+    i = k // m
+    j = k % m
+    j = j + (j >= i)
+    return group, i, j
+
+
+def _cap(group: np.ndarray, n_groups: int, cap: int, seed: int) -> np.ndarray:
+    """Indices (sorted) of a seeded random subset of at most `cap` pairs per group."""
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(group)), group))  # by group, random within group
+    counts = np.bincount(group, minlength=n_groups)
+    starts = np.cumsum(counts) - counts
+    rank = np.arange(len(group)) - starts[group[order]]
+    return np.sort(order[rank < cap])
+
+
+def make_pairs(ann: Annotations, cap_per_identity: int | None = None, seed: int = 0) -> pd.DataFrame:
+    """All ordered same-identity pairs of valid images, as a DataFrame with columns `from`, `to`.
+
+    `cap_per_identity` keeps a random subset (seeded by `seed`, original order kept) of each identity's pairs.
+    """
+    return _make_pairs(ann, cap_per_identity, seed)[0]
+
+
+def _make_pairs(ann: Annotations, cap_per_identity: int | None, seed: int) -> tuple[pd.DataFrame, PairsStats]:
+    if cap_per_identity is not None and cap_per_identity < 1:
+        raise ReidaugError(f"cap_per_identity must be at least 1, got {cap_per_identity}")
+    names = np.array(ann.names, dtype=object)
+    ok = valid_images(ann)
+    idx = np.flatnonzero(ok)
+    codes, uniques = pd.factorize(identity_of(names[idx]))  # codes in order of first appearance
+    order = np.argsort(codes, kind="stable")
+    members = idx[order]  # valid image indices grouped by identity, file order inside a group
+    sizes = np.bincount(codes, minlength=len(uniques)).astype(np.int64)
+    offsets = np.cumsum(sizes) - sizes
+
+    group, i, j = _permutation_indices(sizes)
+    n_all = len(group)
+    if cap_per_identity is not None:
+        keep = _cap(group, len(sizes), cap_per_identity, seed)
+        group, i, j = group[keep], i[keep], j[keep]
+    frm = names[members[offsets[group] + i]]
+    to = names[members[offsets[group] + j]]
+    df = pd.DataFrame({"from": frm, "to": to}, columns=COLUMNS).astype(str)
+    return df, PairsStats(len(ann), int(ok.sum()), len(uniques), int((sizes > 1).sum()), n_all, len(df))
+
+
+def sample_pairs(df: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
+    """`min(n, len(df))` pairs without replacement, pandas `random_state=seed` (the reference procedure)."""
+    if n < 1:
+        raise ReidaugError(f"sample must be at least 1, got {n}")
+    return df.sample(n=min(n, len(df)), replace=False, random_state=seed)
+
+
+def build_pairs(ann: Annotations, cfg: PairsConfig) -> tuple[pd.DataFrame, PairsStats]:
+    """make_pairs with the config's cap, then the optional sample. Raises if no pair can be made."""
+    df, st = _make_pairs(ann, cfg.cap_per_identity, cfg.seed)
+    if len(df) == 0:
+        raise ReidaugError(
+            f"no pairs: none of the {st.identities} identities has two images with both shoulders and hips "
+            f"({st.valid_images} of {st.images} images are valid)"
+        )
+    if cfg.sample is not None:
+        df = sample_pairs(df, cfg.sample, cfg.seed)
+        st.pairs = len(df)
+    return df, st
+
+
+def format_pairs(df: pd.DataFrame) -> str:
+    return df.to_csv(index=False, columns=COLUMNS, lineterminator="\n")
+
+
+def write_pairs(path: str | Path, df: pd.DataFrame) -> None:
+    """Write a `from,to` CSV atomically."""
+    from reidaug.utils.io import atomic_write_text
+
+    atomic_write_text(path, format_pairs(df))
+
+
+def read_pairs(path: str | Path) -> pd.DataFrame:
+    """Read a `from,to` CSV; one error line for a missing file, a wrong header or a malformed row."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReidaugError(f"pairs file {path} not found")
+    with open(path) as f:
+        header = f.readline().rstrip("\r\n")
+    if header != ",".join(COLUMNS):
+        raise ReidaugError(f"{path}: first line must be 'from,to', got {header[:60]!r}")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)
+    except pd.errors.ParserError as e:
+        raise ReidaugError(f"{path}: malformed CSV: {str(e).strip().splitlines()[0]}") from None
+    empty = (df["from"] == "") | (df["to"] == "")
+    if empty.any():
+        raise ReidaugError(
+            f"{path}:{int(np.flatnonzero(empty.to_numpy())[0]) + 2}: a pair needs two image names"
+        )
+    return df
