@@ -1,0 +1,137 @@
+"""The PATN training framework (architecture notes 2.4-2.6), shared by PATN, APATN, XingGAN(++) and 2s-ATN.
+
+A family member supplies only its generator, `generator(P_c, S_c, S_t) -> P_g`; this module adds the
+appearance discriminator D_A on [image, P_c] (6 ch) and the shape discriminator D_S on [image, S_t] (21 ch),
+the loss of notes 2.5 and the fake-image pools:
+
+  G:   lambda_gan * 1/2 * [GAN(D_A(P_g, P_c), 1) + GAN(D_S(P_g, S_t), 1)]
+       + lambda_l1 * |P_g - P_t|_1 + lambda_perceptual * |VGG relu1_2(P_g) - VGG relu1_2(P_t)|_1
+  D_*: lambda_gan * 1/2 * [GAN(D(real), 1) + GAN(D(pool(fake)), 0)]     (lambda_gan scales D too, as the code)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from reidaug.data.keypoints import NUM_JOINTS, heatmaps
+from reidaug.models.blocks import NORMS, check_choice, init_weights
+from reidaug.models.discriminators import DiscriminatorConfig, ResnetDiscriminator
+from reidaug.models.losses import DISTANCES, GAN_MODES, GANLoss, ImagePool, PerceptualLoss
+from reidaug.models.method import GANMethod
+
+
+@dataclass
+class FamilyModelConfig:
+    """Generator and discriminator settings common to the PATN family (Market-1501 recipe, notes 3.3)."""
+
+    image_channels: int = 3
+    pose_channels: int = NUM_JOINTS  # one heatmap per OpenPose joint
+    heatmap_sigma: float = 6.0  # pixels (notes 1.4)
+    ngf: int = 64
+    n_downsampling: int = 2  # 128x64 -> 32x16
+    norm: str = "batch"  # batch (Market scripts) | instance (journal / DeepFashion) | ...
+    dropout: float = 0.5  # inside the transfer blocks, off in eval()
+    init_std: float = 0.02  # generator init N(0, std) (notes 2.6)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+
+    def __post_init__(self) -> None:
+        check_choice("model.norm", self.norm, NORMS)
+
+
+@dataclass
+class FamilyLossConfig:
+    """Loss weights and options (notes 2.5; Market: GAN 5, L1 10, perceptual 10, pool 50)."""
+
+    gan_mode: str = "bce"  # bce (logit-space BCE, the code's --no_lsgan) | lsgan
+    lambda_gan: float = 5.0
+    lambda_l1: float = 10.0
+    lambda_perceptual: float = 10.0
+    perceptual_distance: str = "l1"  # l1 (percep_is_l1) | l2
+    vgg_weights: str = "auto"  # auto (torch hub cache, never downloads) | none (random, warns) | PATH
+    pool_size: int = 50  # fake-image history per discriminator; 0 disables
+
+    def __post_init__(self) -> None:
+        check_choice("loss.gan_mode", self.gan_mode, GAN_MODES)
+        check_choice("loss.perceptual_distance", self.perceptual_distance, DISTANCES)
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """Build the graph without gradients for `module`'s parameters (D during the generator step)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+class PATNFamily(GANMethod):
+    """A PATN-family method: its generator plus D_A, D_S, the losses and the pools of notes 2.4-2.5."""
+
+    def __init__(self, generator: nn.Module, model_cfg: FamilyModelConfig, loss_cfg: FamilyLossConfig):
+        super().__init__()
+        self.model_cfg, self.loss_cfg = model_cfg, loss_cfg
+        self.generator = init_weights(generator, model_cfg.init_std)
+        img, pose, d = model_cfg.image_channels, model_cfg.pose_channels, model_cfg.discriminator
+        self.discriminators = nn.ModuleDict({
+            "A": ResnetDiscriminator.from_config(2 * img, d, model_cfg.norm),  # appearance: [image, P_c]
+            "S": ResnetDiscriminator.from_config(img + pose, d, model_cfg.norm),  # shape: [image, S_t]
+        })  # fmt: skip
+        self.gan_loss = GANLoss(loss_cfg.gan_mode)
+        self.perceptual = (PerceptualLoss(loss_cfg.vgg_weights, loss_cfg.perceptual_distance)
+                           if loss_cfg.lambda_perceptual > 0 else None)  # fmt: skip
+        self.pools = {k: ImagePool(loss_cfg.pool_size) for k in self.discriminators}
+
+    # -- inputs ---------------------------------------------------------------------------------------------
+    def pose_maps(self, kp: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Heatmaps (B, 18, H, W) of keypoints, at the image size, on the device (notes 1.4)."""
+        return heatmaps(kp, tuple(like.shape[-2:]), self.model_cfg.heatmap_sigma)
+
+    def disc_inputs(self, batch: dict, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """D_A sees [image, P_c], D_S sees [image, S_t] (channel order of the code)."""
+        cond_a = batch["src_img"].to(image.dtype)
+        cond_s = self.pose_maps(batch["tgt_kp"], image).to(image.dtype)
+        return {"A": torch.cat([image, cond_a], 1), "S": torch.cat([image, cond_s], 1)}
+
+    # -- GANMethod ------------------------------------------------------------------------------------------
+    def generate(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        src = batch["src_img"]
+        return self.generator(src, self.pose_maps(batch["src_kp"], src), self.pose_maps(batch["tgt_kp"], src))
+
+    def generator_loss(self, batch, fake) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg, real = self.loss_cfg, batch["tgt_img"]
+        terms = {}
+        with frozen(self.discriminators):
+            inputs = self.disc_inputs(batch, fake)
+            for k, d in self.discriminators.items():
+                terms[f"g_gan_{k}"] = cfg.lambda_gan * self.gan_loss(d(inputs[k]), True)
+        terms["g_gan"] = (terms["g_gan_A"] + terms["g_gan_S"]) / 2
+        terms["g_l1"] = cfg.lambda_l1 * (fake.float() - real.float()).abs().mean()
+        if self.perceptual is not None:
+            terms["g_perceptual"] = cfg.lambda_perceptual * self.perceptual(fake, real)
+        total = terms["g_gan"] + terms["g_l1"] + terms.get("g_perceptual", 0.0)
+        return total, _floats({"g_total": total, **terms})
+
+    def discriminator_loss(self, batch, fake) -> tuple[torch.Tensor, dict[str, float]]:
+        real_in = self.disc_inputs(batch, batch["tgt_img"])
+        fake_in = self.disc_inputs(batch, fake.detach())
+        terms = {}
+        for k, d in self.discriminators.items():
+            pooled = self.pools[k].query(fake_in[k])
+            terms[f"d_{k}"] = self.loss_cfg.lambda_gan * 0.5 * (self.gan_loss(d(real_in[k]), True)
+                                                                 + self.gan_loss(d(pooled), False))  # fmt: skip
+        total = terms["d_A"] + terms["d_S"]
+        return total, _floats({"d_total": total, **terms})
+
+
+def _floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Logged values as floats with a single device sync."""
+    values = torch.stack([t.detach().float() for t in terms.values()]).tolist()
+    return dict(zip(terms, values))
