@@ -23,6 +23,7 @@ app = typer.Typer(
 # Pipeline order. Each module in reidaug.commands defines `command`, a Typer-annotated function.
 COMMANDS: list[str] = [
     "synth",
+    "poses",
     "pairs",
 ]
 

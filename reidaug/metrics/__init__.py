@@ -1,0 +1,1 @@
+"""Evaluation metrics: SSIM, mask-SSIM, IS, mask-IS, FID, LPIPS, PCKh (architecture notes 11)."""
