@@ -25,6 +25,8 @@ COMMANDS: list[str] = [
     "synth",
     "poses",
     "pairs",
+    "train",
+    "generate",
 ]
 
 

@@ -1,0 +1,277 @@
+"""Batch generation of pose-transferred images into a Market-1501-style folder, with a manifest.
+
+Naming scheme (what torchreid's Market1501 parser reads: `([-\\d]+)_c(\\d)` from `*.jpg`, pid <= 1501,
+camera 1..6): a generated image is named `PPPP_cCs0_FFFFFF_BB.jpg` where PPPP and C are the pid and camera of
+the *source* image, the sequence digit 0 marks a generated image (real Market names use sequences 1-6, so a
+generated name never collides with a real one), and FFFFFF_BB is the job's running number n
+(FFFFFF = n mod 10^6, BB = n div 10^6), unique within the output folder. `reidaug generate` numbers the rows
+of the pairs file (row 0 -> `_000000_00`); other callers of `generate_images` pick their own names (for
+example `generated_name(source, n, sequence=9)` for a second batch in the same folder).
+
+Resumable and idempotent: an image is written under a temporary name and renamed, images that exist are
+skipped, stale temporary files of an interrupted run are removed, and a marker file records the method and
+checkpoint so a folder is never completed with another model. `manifest.csv` (name, pid, camid, source,
+target_pose_from, method, checkpoint_sha256, seed) is rewritten atomically at the end; rows of earlier calls
+for other names are kept (deduplicated by name).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from reidaug.data.keypoints import Annotations
+from reidaug.data.market import format_name, is_market_name, parse_name
+from reidaug.errors import ReidaugError, offenders
+from reidaug.utils.io import atomic_write_text
+
+JOB_COLUMNS = ["out_name", "source", "target_pose_from"]
+MANIFEST = "manifest.csv"
+MARKER = ".reidaug-generate.json"
+GENERATED_SEQUENCE = 0  # Market sequences are 1..6
+
+
+@dataclass
+class GenerateConfig:
+    batch_size: int = 64
+    num_workers: int = 4  # DataLoader processes decoding source images
+    writer_threads: int = 4  # threads encoding and writing images while the model runs
+    amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
+    channels_last: bool = True  # CUDA only
+    jpeg_quality: int = 95
+    seed: int = 0  # seeds torch before generating (eval mode: the models themselves draw nothing)
+
+
+@dataclass
+class GenerateResult:
+    out_dir: Path
+    written: int
+    skipped: int
+    manifest: Path
+
+
+def generated_name(source: str, number: int, sequence: int = GENERATED_SEQUENCE, ext: str = "jpg") -> str:
+    """`PPPP_cCsS_FFFFFF_BB.jpg` for job `number` made from `source` (its pid and camera), see module doc."""
+    if not 0 <= number < 100_000_000:
+        raise ReidaugError(f"generated image number {number} outside 0..99,999,999")
+    src = parse_name(source)
+    return format_name(src.pid, src.camid, sequence, number % 1_000_000, number // 1_000_000, ext)
+
+
+def jobs_from_pairs(pairs: pd.DataFrame, start: int = 0) -> pd.DataFrame:
+    """One job per pair row: the `from` image in the pose of `to`, named by its row number."""
+    bad = [n for n in pairs["from"] if not is_market_name(n)]
+    if bad:
+        raise ReidaugError(f"{len(bad)} source names are not Market names: {offenders(bad)}")
+    names = [generated_name(s, start + i) for i, s in enumerate(pairs["from"])]
+    return pd.DataFrame({"out_name": names, "source": pairs["from"].to_numpy(), "target_pose_from": pairs["to"].to_numpy()})
+
+
+def check_jobs(jobs: pd.DataFrame, paths: dict[str, str], ann: Annotations) -> None:
+    """Every problem of a job table as one error line, before anything is generated."""
+    from reidaug.train.data import check_names
+
+    missing = [c for c in JOB_COLUMNS if c not in jobs.columns]
+    if missing:
+        raise ReidaugError(f"jobs lack columns {missing} (need {JOB_COLUMNS})")
+    names = jobs["out_name"].astype(str)
+    bad = [n for n in names if not is_market_name(n) or Path(n).name != n or not n.endswith(".jpg")]
+    if bad:
+        raise ReidaugError(f"{len(bad)} output names are not Market .jpg names: {offenders(bad)}")
+    dup = names[names.duplicated()].unique().tolist()
+    if dup:
+        raise ReidaugError(f"{len(dup)} output names are used twice: {offenders(dup)}")
+    check_names(list(jobs["source"]), list(jobs["target_pose_from"]), paths, ann)
+
+
+def clean_stale(out_dir: Path) -> int:
+    """Remove temporary files a killed run left (`.NAME.XXXX.tmp` of atomic writes)."""
+    n = 0
+    for p in out_dir.glob(".*.tmp"):
+        p.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+def _check_marker(out_dir: Path, extra: dict, overwrite: bool) -> None:
+    """A folder holds images of one method and checkpoint: refuse to complete it with another."""
+    path = out_dir / MARKER
+    keys = ("method", "checkpoint_sha256")
+    if path.is_file() and not overwrite:
+        old = json.loads(path.read_text())
+        diff = [k for k in keys if k in extra and k in old and old[k] != extra[k]]
+        if diff:
+            raise ReidaugError(f"{out_dir} holds images of another {' and '.join(diff)} "
+                               f"({old.get('method')}, {str(old.get('checkpoint_sha256'))[:12]}); use a new --out")  # fmt: skip
+    atomic_write_text(path, json.dumps({k: extra.get(k) for k in keys}) + "\n")
+
+
+def generate_images(method, jobs: pd.DataFrame, data_root: str | Path, annotations: Annotations,
+                    out_dir: str | Path, cfg: GenerateConfig | None = None, *, device="auto",
+                    manifest_extra: dict | None = None, overwrite: bool = False, show_progress: bool = True,
+                    on_batch=None, paths: dict[str, str] | None = None) -> GenerateResult:  # fmt: skip
+    """Generate `jobs` (out_name, source, target_pose_from) with `method` (a GANMethod) into `out_dir`.
+
+    The source image is read from `data_root`; source and target keypoints come from `annotations` (so a
+    target pose may be any annotated image). Finished images are skipped; `manifest_extra` (method,
+    checkpoint_sha256, seed, ...) is added to every manifest row. `on_batch(k)` runs after batch k is queued.
+    """
+    from reidaug.train.data import PairDataset, image_index, make_loader, to_device
+    from reidaug.train.ddp import resolve_device
+    from reidaug.train.trainer import seed_all
+
+    cfg = cfg or GenerateConfig()
+    extra = dict(manifest_extra or {})
+    paths = paths if paths is not None else image_index(data_root)
+    jobs = jobs.reset_index(drop=True)
+    check_jobs(jobs, paths, annotations)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ReidaugError(f"output {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    _check_marker(out, extra, overwrite)
+    clean_stale(out)
+    if overwrite:
+        for n in jobs["out_name"]:
+            (out / n).unlink(missing_ok=True)
+    done = jobs["out_name"].map(lambda n: (out / n).is_file()).to_numpy(bool)
+    todo = jobs[~done].reset_index(drop=True)
+
+    if len(todo):
+        seed_all(cfg.seed)
+        ds = PairDataset(todo["source"], todo["target_pose_from"], paths, annotations)
+        loader = make_loader(ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                             pin_memory=dev.type == "cuda", seed=cfg.seed)  # fmt: skip
+        _run(method, loader, todo["out_name"].tolist(), out, cfg, dev, show_progress, on_batch, to_device)
+    manifest = write_manifest(out, jobs, extra)
+    return GenerateResult(out, len(todo), int(done.sum()), manifest)
+
+
+def _run(method, loader, names, out: Path, cfg: GenerateConfig, dev, show_progress, on_batch, to_device) -> None:
+    from reidaug.data.images import to_uint8, write_image
+    from reidaug.utils.progress import progress
+
+    use_amp = cfg.amp and dev.type == "cuda"
+    channels_last = cfg.channels_last and dev.type == "cuda"
+    method.to(dev).eval()
+    if channels_last:
+        method.to(memory_format=torch.channels_last)
+    pending: deque = deque()  # futures of earlier batches; at most two batches wait for the writers
+    with ThreadPoolExecutor(max(1, cfg.writer_threads)) as pool, progress(disable=not show_progress) as bar:
+        task = bar.add_task("generate", total=len(names), info="", unit="img")
+        for k, batch in enumerate(loader):
+            idx = batch.pop("index").tolist()
+            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+                fake = method.generate(to_device(batch, dev, channels_last))
+            images = to_uint8(fake)  # waits for the device
+            pending.append([pool.submit(write_image, out / names[i], img, cfg.jpeg_quality)
+                            for i, img in zip(idx, images)])  # fmt: skip
+            while len(pending) > 2:
+                _finish(pending.popleft(), bar, task)
+            if on_batch is not None:
+                on_batch(k)
+        while pending:
+            _finish(pending.popleft(), bar, task)
+
+
+def _finish(futures, bar, task) -> None:
+    for f in futures:
+        f.result()  # re-raises a writer's error
+    bar.advance(task, len(futures))
+
+
+def write_manifest(out: Path, jobs: pd.DataFrame, extra: dict) -> Path:
+    """Rows for `jobs` (plus `extra` columns), keeping earlier rows of other names; written atomically."""
+    names = jobs["out_name"].astype(str)
+    parsed = [parse_name(n) for n in names]
+    rows = pd.DataFrame({
+        "name": names.to_numpy(), "pid": [p.pid for p in parsed], "camid": [p.camid for p in parsed],
+        "source": jobs["source"].to_numpy(), "target_pose_from": jobs["target_pose_from"].to_numpy(),
+        **{k: v for k, v in extra.items()},
+    })  # fmt: skip
+    path = out / MANIFEST
+    if path.is_file():
+        old = pd.read_csv(path, dtype=str, keep_default_na=False)
+        old = old[~old["name"].isin(set(names)) & old["name"].map(lambda n: (out / n).is_file())]
+        if len(old):
+            rows = pd.concat([old, rows.astype(str)], ignore_index=True)
+    atomic_write_text(path, rows.to_csv(index=False, lineterminator="\n"))
+    return path
+
+
+# -- checkpoints ----------------------------------------------------------------------------------------------
+
+INFERENCE_LOSS_OVERRIDES = {"lambda_perceptual": 0.0, "vgg_weights": "none"}  # no VGG needed to generate
+
+
+def load_generator(checkpoint: str | Path, method_name: str | None = None, ckpt: dict | None = None):
+    """(method in eval mode with the checkpoint's generator weights, checkpoint dict); one error line for a
+    checkpoint of another method. The losses' VGG is not built (not needed to generate)."""
+    from reidaug.models import registry
+    from reidaug.train.checkpoint import load_checkpoint
+    from reidaug.train.config import config_from_dict
+
+    ckpt = ckpt if ckpt is not None else load_checkpoint(checkpoint)
+    name = ckpt["method"]
+    if method_name is not None and method_name != name:
+        raise ReidaugError(f"checkpoint {checkpoint} holds a {name} model, not {method_name}")
+    spec = registry.get(name)
+    fields = getattr(spec.loss_schema, "__dataclass_fields__", {})
+    overrides = [f"loss.{k}={v}" for k, v in INFERENCE_LOSS_OVERRIDES.items() if k in fields]
+    cfg = config_from_dict(name, ckpt["config"], overrides)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        method = spec.build(cfg.model, cfg.loss)
+    try:
+        method.generator.load_state_dict(ckpt["models"]["generator"])
+    except RuntimeError as e:
+        raise ReidaugError(f"checkpoint weights do not fit {name}: {str(e).strip().splitlines()[0][:200]}") from None
+    return method.eval(), ckpt
+
+
+def default_annotation_files(root: str | Path) -> list[Path]:
+    files = [Path(root) / "annotations" / f"{s}.csv" for s in ("train", "test")]
+    files = [f for f in files if f.is_file()]
+    if not files:
+        raise ReidaugError(f"no annotations in {Path(root) / 'annotations'} (train.csv, test.csv); pass --annotations")
+    return files
+
+
+def generate(checkpoint: str | Path, pairs: str | Path | pd.DataFrame, data_root: str | Path, out_dir: str | Path,
+             *, annotations=None, method_name: str | None = None, cfg: GenerateConfig | None = None,
+             device: str = "auto", overwrite: bool = False, show_progress: bool = True, on_batch=None) -> GenerateResult:  # fmt: skip
+    """`reidaug generate`: every pair (from, to) -> the `from` person in the `to` pose, named by row number.
+
+    Everything is validated (checkpoint method, image names, keypoints) before anything is written.
+    """
+    from reidaug.data.keypoints import read_annotations
+    from reidaug.data.pairs import read_pairs
+    from reidaug.train.checkpoint import load_checkpoint, resolve_checkpoint
+    from reidaug.train.data import check_names, image_index, merge_annotations
+    from reidaug.utils.io import file_sha256
+
+    cfg = cfg or GenerateConfig()
+    ckpt_path = resolve_checkpoint(checkpoint)
+    ckpt = load_checkpoint(ckpt_path)
+    if method_name is not None and method_name != ckpt["method"]:
+        raise ReidaugError(f"checkpoint {ckpt_path} holds a {ckpt['method']} model, not {method_name}")
+    df = pairs if isinstance(pairs, pd.DataFrame) else read_pairs(pairs)
+    files = annotations if annotations else default_annotation_files(data_root)
+    files = [files] if isinstance(files, str | Path) else list(files)
+    ann = merge_annotations([read_annotations(f) for f in files])
+    paths = image_index(data_root)
+    check_names(list(df["from"]) + list(df["to"]), list(df["to"]), paths, ann)
+    jobs = jobs_from_pairs(df)
+    method, _ = load_generator(ckpt_path, ckpt=ckpt)
+    extra = {"method": ckpt["method"], "checkpoint_sha256": file_sha256(ckpt_path), "seed": cfg.seed}
+    return generate_images(method, jobs, data_root, ann, out_dir, cfg, device=device, manifest_extra=extra,
+                           overwrite=overwrite, show_progress=show_progress, on_batch=on_batch, paths=paths)  # fmt: skip

@@ -1,0 +1,1 @@
+"""The generic GAN trainer: config, pair data, the loop, checkpoints and DDP helpers."""

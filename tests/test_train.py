@@ -1,0 +1,219 @@
+"""The generic GAN trainer end to end on a tiny PATN (CPU): loss falls, exact resume, checkpoint contents,
+learning-rate schedule, data order, DDP on gloo with two processes, and one-line CLI errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from tiny_market import TINY_PATN, make_root
+
+from reidaug.data.images import read_image
+from reidaug.train.checkpoint import load_checkpoint
+from reidaug.train.config import config_from_dict, load_method_config, lr_factor
+from reidaug.train.data import IterationSampler
+from reidaug.train.trainer import _LrFactor, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny convolutions run fastest single-threaded (and the test machine is shared)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return make_root(tmp_path_factory.mktemp("market"))
+
+
+def tiny(*extra: str):
+    return load_method_config("patn", None, [*TINY_PATN, *extra])
+
+
+RESUME = ("train.iterations=6", "train.decay_start=2", "train.checkpoint_every=3", "train.sample_every=3")
+
+
+@pytest.fixture(scope="module")
+def straight(root, tmp_path_factory):
+    """6 uninterrupted iterations (lr decays from iteration 2; checkpoint and samples every 3)."""
+    out = tmp_path_factory.mktemp("runs") / "straight"
+    cfg = tiny(*RESUME, "train.tensorboard=true")
+    train(cfg, root, out, device="cpu", show_progress=False)
+    return out
+
+
+def read_log(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    for r in rows:
+        r.pop("it_per_s")
+    return rows
+
+
+def test_lr_schedule_formula():
+    # Market recipe: constant to 62,375 then linear to 0 at 87,500.
+    span = 87_500 - 62_375
+    for it, want in [(0, 1.0), (62_374, 1.0), (62_375, 1.0), (62_376, 1 - 1 / span), (75_000, 1 - 12_625 / span),
+                     (87_499, 1 / span), (87_500, 0.0)]:  # fmt: skip
+        assert lr_factor(it, 87_500, 62_375) == pytest.approx(want, abs=1e-12)
+    # Within one pseudo-epoch of the reference's per-epoch LambdaLR: 1 - max(0, e + 2 - 500) / 201.
+    for e in range(700):
+        ref = 1 - max(0, e + 2 - 500) / 201
+        assert abs(lr_factor(125 * e, 87_500, 62_375) - ref) <= 1 / 201 + 1e-12
+    # The optimiser really follows it, step by step.
+    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=2e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _LrFactor(10, 4))
+    seen = []
+    for _ in range(10):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert seen == pytest.approx([2e-4] * 5 + [2e-4 * (1 - k / 6) for k in range(1, 6)], rel=1e-12)
+
+
+def test_data_order_is_a_function_of_seed_and_iteration():
+    full = list(IterationSampler(50, 8, seed=3, start=0, stop=6))
+    assert list(IterationSampler(50, 8, seed=3, start=4, stop=6)) == full[4:]
+    assert list(IterationSampler(50, 8, seed=4, start=0, stop=6)) != full
+    ranks = [list(IterationSampler(50, 8, seed=3, start=0, stop=6, rank=r, world=2)) for r in range(2)]
+    assert [a + b for a, b in zip(*ranks)] == full  # DDP ranks split the same global batch
+    assert all(len(b) == 4 for b in ranks[0])
+
+
+def test_resume_is_exact(root, straight, tmp_path):
+    """Killed after iteration 4 (last checkpoint at 3), resumed: the same losses as the straight run."""
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_4(done, logs):
+        if done == 4:
+            raise Killed
+
+    out = tmp_path / "resumed"
+    cfg = tiny(*RESUME, "train.tensorboard=true")
+    with pytest.raises(Killed):
+        train(cfg, root, out, device="cpu", show_progress=False, callback=kill_at_4)
+    assert [r["iteration"] for r in read_log(out)] == [1, 2, 3, 4]
+    ckpt = load_checkpoint(out / "checkpoints" / "latest.pt")
+    assert ckpt["iteration"] == 3
+    train(config_from_dict("patn", ckpt["config"]), root, out, resume=ckpt, device="cpu", show_progress=False)
+
+    a, b = read_log(straight), read_log(out)
+    assert [r["iteration"] for r in b] == [1, 2, 3, 4, 5, 6]  # iteration 4 logged once, by the resumed run
+    assert a == b  # every loss and lr, bit for bit
+    ca = load_checkpoint(straight / "checkpoints" / "latest.pt")
+    cb = load_checkpoint(out / "checkpoints" / "latest.pt")
+    for k, v in ca["models"]["generator"].items():
+        assert torch.equal(v, cb["models"]["generator"][k]), k
+    assert ca["replicas"] == cb["replicas"]
+    assert cb["iteration"] == 6
+
+
+def test_run_folder_and_checkpoint_contents(straight):
+    cfg = tiny(*RESUME, "train.tensorboard=true")
+    ckpt = load_checkpoint(straight / "checkpoints" / "latest.pt")  # weights_only=True load
+    assert {"format", "method", "config", "iteration", "models", "optimizers", "schedulers", "scaler", "rng",
+            "sampler", "replicas", "world_size"} <= set(ckpt)  # fmt: skip
+    assert ckpt["method"] == "patn" and ckpt["iteration"] == 6 and ckpt["world_size"] == 1
+    assert config_from_dict("patn", ckpt["config"]) == cfg
+    assert set(ckpt["models"]["discriminators"]) == {"A", "S"}
+    pools = ckpt["models"]["pools"][0]
+    assert set(pools) == {"pools.A", "pools.S"} and all(len(p["images"]) == 4 for p in pools.values())
+    assert all(s["step"] == 6 for s in ckpt["optimizers"]["generator"]["state"].values())
+    assert ckpt["schedulers"]["generator"]["last_epoch"] == 6
+    assert set(ckpt["rng"][0]) == {"python", "numpy", "torch", "cuda"}
+    assert ckpt["sampler"]["seed"] == cfg.train.seed and ckpt["sampler"]["iteration"] == 6
+    # lr in the log: constant for iterations 0-1, then linear to 0 at 6 (decay_start 2).
+    assert [r["lr"] for r in read_log(straight)] == pytest.approx([2e-4 * lr_factor(i, 6, 2) for i in range(6)])
+    assert sorted(p.name for p in (straight / "checkpoints").iterdir()) == ["iter_000006.pt", "latest.pt"]
+    assert sorted(p.name for p in (straight / "samples").iterdir()) == ["iter_000003.png", "iter_000006.png"]
+    grid = read_image(straight / "samples" / "iter_000006.png")
+    assert grid.shape == (2 * 130 + 2, 5 * 66 + 2, 3)  # 2 pairs x (source | poses | generated | target)
+    assert list((straight / "tb").glob("events.out.tfevents.*"))
+    assert (straight / "config.yaml").is_file()
+
+
+def test_l1_falls_when_overfitting_one_pair(root, tmp_path):
+    pairs = pd.DataFrame({"from": ["0001_c1s1_000100_01.jpg"], "to": ["0001_c2s1_000101_01.jpg"]})
+    cfg = tiny("train.iterations=12", "train.lr=0.002", "train.decay_start=12")
+    r = train(cfg, root, tmp_path / "run", pairs=pairs, device="cpu", show_progress=False)
+    l1 = [h["g_l1"] for h in r.history]
+    assert len(l1) == 12
+    assert np.mean(l1[-3:]) < 0.6 * np.mean(l1[:3]), l1
+
+
+def test_cli_resume_extends_a_run(root, straight, tmp_path, run_cli):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(straight, run)
+    code, _, err = run_cli("train", "--method", "patn", "--data", root, "--out", run, "--resume", "--device", "cpu",
+                           "--no-progress", "--set", "train.iterations=7")  # fmt: skip
+    assert code == 0, err
+    assert [r["iteration"] for r in read_log(run)] == [1, 2, 3, 4, 5, 6, 7]
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["iteration"] == 7
+
+
+def _one_line(err: str, *needles: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("reidaug: error: "), err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_cli_errors(root, straight, tmp_path, run_cli):
+    base = ("train", "--data", root, "--device", "cpu", "--no-progress")
+    code, _, err = run_cli(*base, "--method", "nope", "--out", tmp_path / "a")
+    assert code == 2
+    _one_line(err, "unknown method 'nope'")
+    code, _, err = run_cli(*base, "--method", "patn", "--out", tmp_path / "b", "--resume")
+    assert code == 2
+    _one_line(err, "checkpoint", "not found")
+    code, _, err = run_cli(*base, "--method", "patn", "--out", straight)
+    assert code == 2
+    _one_line(err, "already holds a run", "--resume")
+    bad = tmp_path / "pairs.csv"
+    bad.write_text("from,to\n0001_c1s1_000100_01.jpg,0009_c1s1_000001_01.jpg\n")
+    code, _, err = run_cli(*base, "--method", "patn", "--out", tmp_path / "c", "--pairs", bad)
+    assert code == 2
+    _one_line(err, "not in the Market root", "0009_c1s1_000001_01.jpg")
+    code, _, err = run_cli(*base, "--method", "patn", "--out", tmp_path / "d", "--set", "train.lr=oops")
+    assert code == 2
+    _one_line(err, "bad configuration")
+    code, _, err = run_cli(*base, "--method", "apatn", "--out", straight, "--resume")
+    assert code == 2
+    _one_line(err, "trains 'patn', not 'apatn'")
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_gloo(root, tmp_path):
+    """torchrun -m reidaug train with 2 CPU processes: replicas agree, only rank 0 writes."""
+    out = tmp_path / "ddp"
+    sets = [a for s in (*TINY_PATN, "train.batch_size=4", "train.iterations=3", "train.checkpoint_every=2")
+            for a in ("--set", s)]  # fmt: skip
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "reidaug",
+           "train", "--method", "patn", "--data", str(root), "--out", str(out), "--device", "cpu", "--no-progress",
+           *sets]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ckpt = load_checkpoint(out / "checkpoints" / "latest.pt")
+    assert ckpt["world_size"] == 2 and ckpt["iteration"] == 3
+    assert len(ckpt["replicas"]) == 2 and ckpt["replicas"][0] == ckpt["replicas"][1]  # identical parameters
+    assert len(ckpt["rng"]) == 2 and not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])
+    assert [r["iteration"] for r in read_log(out)] == [1, 2, 3]  # one writer: no duplicated lines
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert files == ["checkpoints/iter_000003.pt", "checkpoints/latest.pt", "config.yaml", "log.jsonl",
+                     "samples/iter_000003.png"]  # fmt: skip
