@@ -254,7 +254,7 @@ def cfg(**kw) -> PoseConfig:
 def test_extract_writes_sorted_rows_and_counts(tmp_path):
     names = make_crops(tmp_path / "imgs", 5)
     write_image(tmp_path / "imgs" / "black.png", np.zeros((128, 64, 3), np.uint8))  # no person
-    out = tmp_path / "ann.csv"
+    out = tmp_path / "new" / "ann.csv"  # its folder is created
     s = extract_poses(tmp_path / "imgs", out, cfg(), backend=FakeBackend(), show_progress=False)
     ann = read_annotations(out)
     assert ann.names == sorted([*names, "black.png"])
@@ -321,6 +321,13 @@ def test_interrupted_run_resumes_to_the_same_file(tmp_path):
     assert (s.resumed, s.extracted) == (4, 3) and len(rest.seen) == 3
     assert out.read_text() == fresh.read_text()
     assert not part.exists()
+    # A partial file cut inside its header holds no rows; one that is not ours is refused.
+    other = tmp_path / "other.csv"
+    partial_path(other).write_text("name:keyp")
+    assert extract_poses(d, other, cfg(), backend=FakeBackend(), show_progress=False).extracted == 7
+    partial_path(other).write_text("hello\n")
+    with pytest.raises(ReidaugError, match="is not a partial annotation file; delete it or pass --overwrite"):
+        extract_poses(d, other, cfg(), backend=FakeBackend(), show_progress=False)
 
 
 def test_existing_rows_are_kept_and_overwrite_starts_over(tmp_path):
@@ -370,6 +377,8 @@ def test_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ReidaugError, match="no .jpg/.png images in"):
         extract_poses(tmp_path / "empty", tmp_path / "a.csv", cfg(), backend=fake)
+    with pytest.raises(ReidaugError, match="unknown split 'foo'; choose from train, gallery, query"):
+        extract_poses(d, tmp_path / "a.csv", cfg(split="foo"), backend=fake)
     with pytest.raises(ReidaugError, match="is a folder"):
         extract_poses(d, tmp_path, cfg(), backend=fake)
     with pytest.raises(ReidaugError, match="batch size must be at least 1"):
@@ -469,6 +478,9 @@ def test_keypointrcnn_weights_errors(tmp_path, monkeypatch):
     bad = tmp_path / "bad.pth"
     torch.save({"conv.weight": torch.zeros(1)}, bad)
     c = PoseConfig(backend="keypointrcnn", device="cpu")
+    c.keypointrcnn.weights = str(tmp_path / "gone.pth")
+    with pytest.raises(ReidaugError, match=r"Keypoint R-CNN weights .*gone.pth not found"):
+        base.build_backend(c)
     c.keypointrcnn.weights = str(bad)
     with pytest.raises(ReidaugError, match="is not a keypointrcnn_resnet50_fpn state dict"):
         base.build_backend(c)
@@ -521,6 +533,15 @@ def test_model_lookup_errors(tmp_path, monkeypatch):
         mb.load_model()
 
 
+def test_mediapipe_without_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # import fails as when not installed
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    with pytest.raises(ReidaugError, match=r"needs the pose extra: pip install 'reidaug\[pose\]'"):
+        base.build_backend(PoseConfig(backend="mediapipe"))
+
+
 @pytest.fixture(scope="module")
 def blazepose():
     pytest.importorskip("ai_edge_litert", reason="the pose extra (ai-edge-litert) is not installed")
@@ -545,6 +566,15 @@ def test_blazepose_on_real_crops(blazepose, market_samples, tmp_path):
     again = tmp_path / "again.csv"
     extract_poses(market_samples, again, PoseConfig(), backend=blazepose, show_progress=False)
     assert again.read_text() == out.read_text()
+
+
+def test_fetch_is_a_no_op_when_the_wheel_is_there(blazepose, monkeypatch):
+    from reidaug.pose import mediapipe_backend as mb
+
+    if not mb._wheels(mb.models_dir()):
+        pytest.skip("the model comes from an installed mediapipe or --models, not the models folder")
+    monkeypatch.setattr(mb.subprocess, "run", lambda *a, **k: pytest.fail("pip must not run"))
+    assert mb.fetch_models() == mb._wheels(mb.models_dir())[-1]
 
 
 def test_blazepose_blank_and_any_size(blazepose):

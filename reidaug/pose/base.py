@@ -131,10 +131,10 @@ def list_images(images: str | Path, split: str = "train") -> tuple[Path, list[st
     root = Path(images)
     if not root.is_dir():
         raise ReidaugError(f"image folder {root} is not a folder")
+    if split not in SPLITS:
+        raise ReidaugError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     folder = root
     if any((root / d).is_dir() for d in SPLITS.values()):
-        if split not in SPLITS:
-            raise ReidaugError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
         folder = root / SPLITS[split]
         if not folder.is_dir():
             raise ReidaugError(f"{root} is a Market root without the {split} folder {SPLITS[split]}/")
@@ -173,6 +173,8 @@ def skipped_path(out: Path) -> Path:
 def _read_partial(path: Path) -> Annotations:
     """Rows of an interrupted run; a last line cut in the middle is dropped."""
     text = path.read_text()
+    if HEADER.startswith(text.strip()):  # interrupted before its first row
+        return Annotations([], np.zeros((0, NUM_JOINTS, 2)))
     if not text.startswith(HEADER):
         raise ReidaugError(f"{path} is not a partial annotation file; delete it or pass --overwrite")
     complete = text[: text.rfind("\n") + 1]
@@ -240,6 +242,7 @@ def extract_poses(
         summary.backend = getattr(backend, "name", cfg.backend)
         t0 = time.perf_counter()  # extraction time, without loading the model
         if not partial.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
             partial.write_text(HEADER + "\n")
         with progress(disable=not show_progress) as bar, partial.open("a") as log:
             task = bar.add_task(f"poses ({summary.backend})", total=len(todo), info="", unit="img")

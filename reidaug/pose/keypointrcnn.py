@@ -61,10 +61,11 @@ class KeypointRCNN:
 
         path = Path(cfg.weights) if cfg.weights else cached_weights()
         if not path.is_file():
-            hint = "--weights PATH" if not cfg.weights else "another --weights PATH"
+            if cfg.weights:
+                raise ReidaugError(f"Keypoint R-CNN weights {path} not found")
             raise ReidaugError(
-                f"Keypoint R-CNN weights not found at {path}: pass {hint} (a state dict of torchvision's "
-                f"keypointrcnn_resnet50_fpn) or place the COCO_V1 checkpoint at {cached_weights()}"
+                f"Keypoint R-CNN weights not found at {path} (torchvision's cache; nothing is downloaded): "
+                "pass --weights PATH, a state dict of torchvision's keypointrcnn_resnet50_fpn"
             )
         self.cfg = cfg
         self.device = torch.device(device)

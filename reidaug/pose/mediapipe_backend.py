@@ -3,10 +3,10 @@
 MediaPipe 0.10.21 is the last release whose wheel embeds the BlazePose models; later ones download them at
 run time. reidaug reads `pose_landmark_full.tflite` straight out of that wheel (never copied into the
 repository) and runs it with `ai-edge-litert` in the main environment (numpy 2 is fine), so neither
-MediaPipe's runtime nor its dependencies (numpy<2, jax, a second OpenCV) are installed. The wheel is found,
-in order, at `--models` (the wheel, a folder holding it or the .tflite, or the .tflite itself), in an
-installed `mediapipe` 0.10.21 (located, not imported), or in the models folder (`$REIDAUG_MODELS`, default
-`<sys.prefix>/share/reidaug`) where `reidaug poses --fetch-models` puts it.
+MediaPipe's runtime nor its dependencies (numpy<2, jax, a second OpenCV) are installed. The model is read,
+in order, from `--models` (the wheel, the .tflite, or a folder holding either), from the wheel that
+`reidaug poses --fetch-models` puts in the models folder (`$REIDAUG_MODELS`, default
+`<sys.prefix>/share/reidaug`), or from an installed `mediapipe` 0.10.21 (located, not imported).
 
 MediaPipe's own person detector misses most 128x64 crops (heads are about 10 px), so the landmark model runs
 directly on a square region around the crop (side `roi_scale` x crop height, border replicated), then again
@@ -121,26 +121,25 @@ def _installed_model() -> Path | None:
 
 
 def load_model(models: str | Path | None = None) -> tuple[bytes, str]:
-    """(model bytes, where they came from); checks they are the model of mediapipe 0.10.21."""
+    """(model bytes, where they came from): `models` if given, else the fetched wheel in the models folder,
+    else an installed mediapipe; the bytes must be the model of mediapipe 0.10.21 (sha256)."""
     if models is not None:
-        source = Path(models)
-        data = _read_source(source)
-    elif (installed := _installed_model()) is not None:
-        source, data = installed, installed.read_bytes()
-    elif _wheels(models_dir()):
-        source = _wheels(models_dir())[-1]
-        data = _from_wheel(source)
+        sources = [Path(models)]
     else:
-        raise ReidaugError(
-            f"BlazePose model not found: run `reidaug poses --fetch-models` once (pip downloads the mediapipe "
-            f"{MEDIAPIPE_VERSION} wheel, no dependencies, into {models_dir()}), or pass --models PATH "
-            f"(that wheel or pose_landmark_full.tflite)"
-        )
-    if _sha256(data) != MODEL_SHA256:
-        raise ReidaugError(
-            f"{source}: not the BlazePose full model of mediapipe {MEDIAPIPE_VERSION} (sha256 differs)"
-        )
-    return data, str(source)
+        sources = [*_wheels(models_dir())[-1:], *filter(None, [_installed_model()])]
+        if not sources:
+            raise ReidaugError(
+                f"BlazePose model not found: run `reidaug poses --fetch-models` once (pip downloads the "
+                f"mediapipe {MEDIAPIPE_VERSION} wheel, no dependencies, into {models_dir()}), or pass "
+                f"--models PATH (that wheel or pose_landmark_full.tflite)"
+            )
+    for source in sources:
+        data = _read_source(source)
+        if _sha256(data) == MODEL_SHA256:
+            return data, str(source)
+    raise ReidaugError(
+        f"{sources[0]}: not the BlazePose full model of mediapipe {MEDIAPIPE_VERSION} (sha256 differs)"
+    )
 
 
 def fetch_models(dest: str | Path | None = None) -> Path:
