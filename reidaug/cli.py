@@ -27,6 +27,8 @@ COMMANDS: list[str] = [
     "pairs",
     "train",
     "generate",
+    "augment",
+    "reid-eval",
 ]
 
 

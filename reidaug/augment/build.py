@@ -1,0 +1,235 @@
+"""`reidaug augment`: write M_p^R and M_p^A as complete Market roots (protocol in reidaug.augment.protocol).
+
+OUT/
+  augment.json              settings, generator (method, checkpoint sha256, training mode), counts
+  kept.csv, removed.csv     the split (name, pid, camid)
+  jobs.csv                  one generation job per removed image (or per enlargement), with its fallback
+  generated/                the generated images and generate's manifest.csv
+  reduced/   bounding_box_train/ links to the kept real images; bounding_box_test, query -> the real folders
+  augmented/ bounding_box_train/ links to the kept real images and to generated/*; test folders as above
+Everything is links: no real image is copied. A rerun with the same settings skips finished images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from reidaug.augment.protocol import plan_enlargement, plan_replacements, select_reduced
+from reidaug.config import to_dict
+from reidaug.data.keypoints import Annotations, read_annotations
+from reidaug.data.market import SPLITS, read_split
+from reidaug.errors import ReidaugError, offenders
+from reidaug.generate import GenerateConfig, generated_name
+from reidaug.utils.io import atomic_path, atomic_write_text, check_output_dir
+
+TRAINED_ON = ("full", "reduced")
+SETTINGS = "augment.json"
+
+
+@dataclass
+class AugmentConfig:
+    portion: float = 0.3
+    seed: int = 0
+    pose_source: str = "removed"  # removed: I~'s own pose (Table 6); random: a pose of M_p^R (the '*' rows)
+    ratio: int = 1  # 2 or 3 (with portion 1.0): the x2/x3 enlargement of notes 12.2
+    generator_trained_on: str = "full"  # full: a generator that saw all of M (as published); reduced: M_p^R only
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+
+
+@dataclass
+class AugmentResult:
+    out: Path
+    kept: int
+    removed: int
+    generated: int
+    fallbacks: dict[str, int]
+    reduced_root: Path
+    augmented_root: Path
+
+
+def check_config(cfg: AugmentConfig) -> None:
+    if not 0.0 < cfg.portion <= 1.0:
+        raise ReidaugError(f"portion must be in (0, 1], got {cfg.portion}")
+    if cfg.ratio not in (1, 2, 3):
+        raise ReidaugError(f"ratio must be 1, 2 or 3, got {cfg.ratio}")
+    if cfg.ratio > 1 and cfg.portion != 1.0:
+        raise ReidaugError("--ratio 2|3 enlarges the full real set: use it with --portion 1.0")
+    if cfg.ratio == 1 and cfg.portion == 1.0:
+        raise ReidaugError("portion 1.0 removes nothing: use --ratio 2|3 to enlarge the full set")
+    if cfg.generator_trained_on not in TRAINED_ON:
+        raise ReidaugError(f"generator-trained-on must be one of {', '.join(TRAINED_ON)}")
+
+
+def split(data_root: str | Path, ann: Annotations, cfg: AugmentConfig) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
+    """(training table, kept mask, jobs with out_name): the deterministic plan for `cfg`."""
+    train = read_split(data_root, "train")
+    train = train[train.pid >= 0].reset_index(drop=True)  # junk is no identity
+    if cfg.ratio > 1:
+        kept = pd.Series(True, index=train.index)
+        jobs = plan_enlargement(train, ann, cfg.ratio, cfg.seed)
+    else:
+        kept = pd.Series(select_reduced(train, cfg.portion, cfg.seed), index=train.index)
+        jobs = plan_replacements(train, kept.to_numpy(), ann, cfg.seed, cfg.pose_source)
+    jobs.insert(0, "out_name", [generated_name(s, i) for i, s in enumerate(jobs["source"])])
+    return train, kept, jobs
+
+
+def trained_images(ckpt: dict) -> set[str] | None:
+    """Names of the images a checkpoint's generator was trained on, when the checkpoint records them."""
+    names = (ckpt.get("data") or {}).get("images")
+    return set(names) if names is not None else None
+
+
+def check_leakage(ckpt: dict, kept_names: set[str], mode: str) -> None:
+    """In `reduced` mode the generator must not have seen a removed image."""
+    if mode != "reduced":
+        return
+    seen = trained_images(ckpt)
+    if seen is None:
+        raise ReidaugError("--generator-trained-on reduced needs a checkpoint that records its training images "
+                           "(one trained by reidaug train); this one does not")  # fmt: skip
+    leaked = sorted(seen - kept_names)
+    if leaked:
+        raise ReidaugError(f"the generator was trained on {len(leaked)} images outside the reduced set "
+                           f"(e.g. {offenders(leaked)}); train it on the reduced set's pairs")  # fmt: skip
+
+
+def _link(target: Path, link: Path) -> None:
+    """Create (or refresh) one symlink atomically."""
+    tmp = link.with_name(f".{link.name}.lnk")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+def write_root(root: Path, real_root: Path, train_files: dict[str, Path]) -> Path:
+    """A Market root of links: `train_files` (name -> file) in bounding_box_train, the real test folders."""
+    train_dir = root / SPLITS["train"]
+    train_dir.mkdir(parents=True, exist_ok=True)
+    for stale in set(os.listdir(train_dir)) - set(train_files):
+        (train_dir / stale).unlink()
+    for name, target in train_files.items():
+        link = train_dir / name
+        if not (link.is_symlink() and Path(os.readlink(link)) == target):
+            _link(target, link)
+    for split_name in ("gallery", "query"):
+        folder = SPLITS[split_name]
+        _link((real_root / folder).resolve(), root / folder)
+    return root
+
+
+def _settings(cfg: AugmentConfig, data_root: Path, ckpt_meta: dict) -> dict:
+    return {"data_root": str(data_root.resolve()), "config": to_dict(cfg), "generator": ckpt_meta}
+
+
+def _claim(out: Path, settings: dict, overwrite: bool) -> None:
+    """A folder holds one augmentation: refuse to complete it with other settings."""
+    path = out / SETTINGS
+    if path.is_file() and not overwrite:
+        old = json.loads(path.read_text())
+        keep = {k: old.get(k) for k in ("data_root", "config", "generator")}
+        if keep != settings:
+            raise ReidaugError(f"{out} holds an augmentation with other settings; use a new --out or --overwrite")
+        return
+    check_output_dir(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
+
+
+def augment(data_root: str | Path, out: str | Path, checkpoint: str | Path | None = None,
+            cfg: AugmentConfig | None = None, *, annotations: str | Path | None = None, method: str = "patn",
+            method_config: str | Path | None = None, method_overrides=(), device: str = "auto",
+            overwrite: bool = False, show_progress: bool = True, on_batch=None) -> AugmentResult:  # fmt: skip
+    """Build OUT/reduced and OUT/augmented from the Market root `data_root` with a trained generator.
+
+    Without `checkpoint`, and with `generator_trained_on='reduced'`, a generator (`method`, its config and
+    overrides) is first trained on the pairs of M_p^R alone into OUT/generator (resumed on a rerun).
+    """
+    from reidaug.generate import generate_images, load_generator
+
+    cfg = cfg or AugmentConfig()
+    check_config(cfg)
+    data_root, out = Path(data_root), Path(out)
+    ann_path = Path(annotations or data_root / "annotations" / "train.csv")
+    ann = read_annotations(ann_path)
+    train, kept, jobs = split(data_root, ann, cfg)
+    kept_names = set(train.name[kept])
+
+    if checkpoint is None and cfg.generator_trained_on != "reduced":
+        raise ReidaugError("--checkpoint is required (or --generator-trained-on reduced to train one on M_p^R)")
+    if checkpoint is None:  # the generator is trained here, on M_p^R: claim the folder first
+        _claim(out, _settings(cfg, data_root, {"method": method, "trained_on": "reduced"}), overwrite)
+        checkpoint = train_on_reduced(data_root, ann_path, ann, kept_names, out / "generator", method,
+                                      method_config, method_overrides, device, show_progress)  # fmt: skip
+        ckpt_path, ckpt = _load(checkpoint, kept_names, cfg)
+    else:
+        ckpt_path, ckpt = _load(checkpoint, kept_names, cfg)
+        _claim(out, _settings(cfg, data_root, _generator_meta(ckpt_path, ckpt, cfg)), overwrite)
+    meta = _generator_meta(ckpt_path, ckpt, cfg)
+
+    cols = ["name", "pid", "camid"]
+    for name, table in (("kept.csv", train[kept][cols]), ("removed.csv", train[~kept][cols]), ("jobs.csv", jobs)):
+        with atomic_path(out / name) as tmp:
+            table.to_csv(tmp, index=False, lineterminator="\n")
+
+    generator, _ = load_generator(ckpt_path, ckpt=ckpt)
+    extra = {"method": meta["method"], "checkpoint_sha256": meta["checkpoint_sha256"], "seed": cfg.seed}
+    generate_images(generator, jobs[["out_name", "source", "target_pose_from"]], data_root, ann,
+                    out / "generated", cfg.generate, device=device, manifest_extra=extra,
+                    show_progress=show_progress, on_batch=on_batch)  # fmt: skip
+
+    real = {n: Path(p).resolve() for n, p in zip(train.name, train.path)}
+    kept_files = {n: real[n] for n in train.name[kept]}
+    gen_dir = (out / "generated").resolve()
+    reduced = write_root(out / "reduced", data_root, kept_files)
+    augmented = write_root(out / "augmented", data_root,
+                           {**kept_files, **{n: gen_dir / n for n in jobs["out_name"]}})  # fmt: skip
+
+    fallbacks = {k: int(v) for k, v in jobs["fallback"].value_counts().items() if k}
+    summary = {**_settings(cfg, data_root, meta), "kept": int(kept.sum()), "removed": int((~kept).sum()),
+               "generated": len(jobs), "fallbacks": fallbacks,
+               "augmented_train_images": len(kept_files) + len(jobs)}  # fmt: skip
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return AugmentResult(out, int(kept.sum()), int((~kept).sum()), len(jobs), fallbacks, reduced, augmented)
+
+
+def _load(checkpoint, kept_names: set[str], cfg: AugmentConfig):
+    from reidaug.train.checkpoint import load_checkpoint, resolve_checkpoint
+
+    path = resolve_checkpoint(checkpoint)
+    ckpt = load_checkpoint(path)
+    check_leakage(ckpt, kept_names, cfg.generator_trained_on)
+    return path, ckpt
+
+
+def _generator_meta(path: Path, ckpt: dict, cfg: AugmentConfig) -> dict:
+    from reidaug.utils.io import file_sha256
+
+    return {"method": ckpt["method"], "checkpoint_sha256": file_sha256(path),
+            "iteration": int(ckpt.get("iteration", 0)), "trained_on": cfg.generator_trained_on}  # fmt: skip
+
+
+def train_on_reduced(data_root: Path, ann_path: Path, ann: Annotations, kept_names: set[str], run_dir: Path,
+                     method: str, method_config, overrides, device: str, show_progress: bool) -> Path:  # fmt: skip
+    """Leakage-free mode: train `method` on the PATN-rule pairs of the kept images only."""
+    from reidaug.data.pairs import make_pairs
+    from reidaug.train.checkpoint import load_checkpoint
+    from reidaug.train.config import load_method_config
+    from reidaug.train.trainer import train
+
+    pairs = make_pairs(ann.subset(sorted(kept_names)))
+    if pairs.empty:
+        raise ReidaugError("the reduced set has no same-identity pair with both shoulders and hips: "
+                           "no generator can be trained on it")  # fmt: skip
+    latest = run_dir / "checkpoints" / "latest.pt"
+    mcfg = load_method_config(method, method_config, list(overrides))
+    if latest.is_file() and int(load_checkpoint(latest).get("iteration", 0)) >= mcfg.train.iterations:
+        return latest
+    res = train(mcfg, data_root, run_dir, pairs=pairs, annotations=ann_path,
+                resume=latest if latest.is_file() else None, device=device, show_progress=show_progress)  # fmt: skip
+    return res.checkpoint
