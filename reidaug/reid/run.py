@@ -1,0 +1,272 @@
+"""`reid_eval`: train a torchreid model on a Market root's training set, evaluate on its query/gallery, save JSON.
+
+The run folder (default: `<out>.run/` beside the JSON) holds `log.txt`, `config.yaml`, tensorboard events,
+`last.pth` (resumable state) and `model.pth` (the final model). Metrics are in % (0-100), like the papers'.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from reidaug.config import to_dict, to_yaml
+from reidaug.errors import ReidaugError
+from reidaug.reid import dataset as rd
+from reidaug.reid._torchreid import VERSION, reid
+from reidaug.reid.config import ReidConfig, train_sampler, validate
+from reidaug.reid.engine import ENGINES, LAST, torchreid_prints_to
+from reidaug.reid.weights import init_weights, load_checkpoint
+from reidaug.utils.io import atomic_write_text, check_output_dir
+from reidaug.utils.progress import console, progress
+
+METRIC_KEYS = ("mAP", "rank1", "rank5", "rank10")
+# fields that may differ between a run and its resumption
+_RESUME_FREE = {"workers", "threads", "device", "eval_batch_size", "save_checkpoint", "checkpoint_every"}
+
+
+def default_run_dir(out_json: str | Path) -> Path:
+    out = Path(out_json)
+    return out.with_name(out.stem + ".run")
+
+
+def reid_eval(
+    root: str | Path,
+    cfg: ReidConfig | None = None,
+    out_json: str | Path = "reid.json",
+    run_dir: str | Path | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    show_progress: bool = True,
+) -> dict:
+    """Train `cfg.backbone` with `cfg.loss` on `root`'s bounding_box_train; mAP and CMC on query vs gallery."""
+    cfg = validate(cfg or ReidConfig())
+    root = rd.check_root(root)
+    out_json = Path(out_json)
+    if out_json.suffix.lower() != ".json":
+        raise ReidaugError(f"output {out_json} must be a .json file")
+    if out_json.exists() and not (overwrite or resume):
+        raise ReidaugError(f"output {out_json} exists (pass --overwrite to replace it)")
+    run_dir = Path(run_dir) if run_dir else default_run_dir(out_json)
+    if not (resume and (run_dir / LAST).is_file()):
+        check_output_dir(run_dir, overwrite)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = _logger(run_dir / "log.txt", show_progress)
+    threads = torch.get_num_threads()
+    try:
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        return _run(root, cfg, out_json, run_dir, resume, show_progress, log)
+    except ReidaugError as e:
+        log.error("error: %s", _one_line(e))
+        raise ReidaugError(_one_line(e)) from None
+    finally:
+        torch.set_num_threads(threads)
+        for h in list(log.handlers):
+            h.close()
+            log.removeHandler(h)
+
+
+def _run(root: Path, cfg: ReidConfig, out_json: Path, run_dir: Path, resume: bool, show: bool, log) -> dict:
+    t_start = time.time()
+    use_gpu = _use_gpu(cfg.device)
+    _seed_everything(cfg.seed)
+    train = rd.read_market_split(root, "train")
+    _check_batches(cfg, train)
+    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+    log.info("reid-eval %s on %s (%s, python %s, torch %s)", cfg.backbone, root, VERSION, platform.python_version(),
+             torch.__version__)  # fmt: skip
+    log.info("device: %s%s", "cuda" if use_gpu else f"cpu, {torch.get_num_threads()} threads",
+             " with autocast" if use_gpu and cfg.amp else "")  # fmt: skip
+
+    with torchreid_prints_to(log):
+        dm = reid.data.ImageDataManager(
+            root=str(root),
+            sources=rd.register(),
+            height=cfg.height,
+            width=cfg.width,
+            transforms=list(cfg.transforms),
+            use_gpu=use_gpu,
+            batch_size_train=cfg.batch_size,
+            batch_size_test=cfg.eval_batch_size,
+            workers=cfg.workers,
+            num_instances=cfg.num_instances,
+            train_sampler=train_sampler(cfg),
+        )
+    log.info("data: %d train images of %d identities, sampler %s, %d batches of %d per epoch",
+             len(train), dm.num_train_pids, train_sampler(cfg), len(dm.train_loader), cfg.batch_size)  # fmt: skip
+    try:
+        model = reid.models.build_model(
+            name=cfg.backbone,
+            num_classes=dm.num_train_pids,
+            loss="softmax" if cfg.loss == "softmax" else "triplet",
+            pretrained=False,  # torchreid would download; weights come from init_weights
+            use_gpu=use_gpu,
+        )
+    except KeyError:
+        raise ReidaugError(
+            f"unknown backbone {cfg.backbone!r} (torchreid model names, e.g. resnet50, osnet_x1_0)"
+        ) from None
+    weights_line = init_weights(model, cfg.backbone, cfg.pretrained, cfg.weights, cfg.trust_weights)
+    log.info(weights_line)
+    if use_gpu:
+        model = model.cuda()
+    optimizer = reid.optim.build_optimizer(
+        model,
+        optim=cfg.optimizer,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        momentum=cfg.momentum,
+        sgd_nesterov=cfg.nesterov,
+        staged_lr=cfg.staged_lr,
+        new_layers=list(cfg.new_layers),
+        base_lr_mult=cfg.base_lr_mult,
+    )
+    scheduler = None
+    if cfg.scheduler != "none":
+        scheduler = reid.optim.build_lr_scheduler(
+            optimizer,
+            lr_scheduler=cfg.scheduler,
+            stepsize=cfg.stepsize[0] if cfg.scheduler == "single_step" else list(cfg.stepsize),
+            gamma=cfg.lr_gamma,
+            max_epoch=cfg.epochs,
+        )
+    engine = _build_engine(cfg, dm, model, optimizer, scheduler, use_gpu)
+    engine.setup(cfg, run_dir, log)
+    start_epoch = 0
+    if resume and (run_dir / LAST).is_file():
+        state = load_checkpoint(run_dir / LAST)
+        _check_resumable(state, cfg)
+        start_epoch = engine.load_state(state)
+        log.info("resumed from %s after epoch %d", run_dir / LAST, start_epoch)
+
+    with progress(disable=not show) as bar:
+        engine.bar = bar
+        t_train = time.time()
+        metrics = engine.run(
+            save_dir=str(run_dir),
+            max_epoch=cfg.epochs,
+            start_epoch=start_epoch,
+            fixbase_epoch=cfg.fixbase_epoch,
+            open_layers=list(cfg.new_layers) if cfg.fixbase_epoch else None,
+            eval_freq=-1,
+            dist_metric=cfg.dist_metric,
+            normalize_feature=cfg.normalize_feature,
+            ranks=[1, 5, 10],
+        )
+    if metrics is None:
+        raise ReidaugError("evaluation did not run")
+    result = {k: metrics[k] for k in METRIC_KEYS}
+    result.update(
+        {
+            "root": str(root),
+            "backbone": cfg.backbone,
+            "loss": cfg.loss,
+            "epochs": cfg.epochs,
+            "seed": cfg.seed,
+            "pretrained": weights_line.startswith("weights: pretrained"),
+            "weights": weights_line.removeprefix("weights: "),
+            "device": "cuda" if use_gpu else "cpu",
+            "num_train_images": len(train),
+            "num_train_pids": dm.num_train_pids,
+            **{k: v for k, v in metrics.items() if k not in METRIC_KEYS},
+            "train_seconds": round(sum(h["seconds"] for h in engine.history), 2),
+            "total_seconds": round(time.time() - t_start, 2),
+            "run_seconds": round(time.time() - t_train, 2),
+            "history": engine.history,
+            "torchreid": VERSION,
+            "torch": torch.__version__,
+            "run_dir": str(run_dir),
+            "config": to_dict(cfg),
+        }
+    )
+    atomic_write_text(out_json, json.dumps(result, indent=2) + "\n")
+    log.info("mAP %.1f%%  rank-1 %.1f%%  -> %s (%.0f s)", result["mAP"], result["rank1"], out_json,
+             result["total_seconds"])  # fmt: skip
+    return result
+
+
+def _build_engine(cfg, dm, model, optimizer, scheduler, use_gpu):
+    common = dict(scheduler=scheduler, use_gpu=use_gpu, label_smooth=cfg.label_smooth)
+    if cfg.loss == "softmax":
+        return ENGINES["softmax"](dm, model, optimizer, **common)
+    if cfg.loss == "triplet":
+        return ENGINES["triplet"](dm, model, optimizer, margin=cfg.margin, weight_t=cfg.metric_weight,
+                                  weight_x=cfg.softmax_weight, **common)  # fmt: skip
+    return ENGINES["circle"](dm, model, optimizer, m=cfg.circle_m, gamma=cfg.circle_gamma,
+                             weight_c=cfg.metric_weight, weight_x=cfg.softmax_weight, **common)  # fmt: skip
+
+
+def _check_batches(cfg: ReidConfig, train: list) -> None:
+    """torchreid drops the last incomplete batch and asserts inside its sampler; say it in one line instead."""
+    n_pids = len({pid for _, pid, _ in train})
+    if not train:
+        raise ReidaugError("no training images with an identity (only junk -1 or distractor 0000 names)")
+    if len(train) < cfg.batch_size:
+        raise ReidaugError(
+            f"{len(train)} training images are fewer than one batch ({cfg.batch_size}); lower batch_size"
+        )
+    if train_sampler(cfg) == "RandomIdentitySampler":
+        if cfg.batch_size % cfg.num_instances:
+            raise ReidaugError(
+                f"batch_size {cfg.batch_size} is not a multiple of num_instances {cfg.num_instances}"
+            )
+        need = cfg.batch_size // cfg.num_instances
+        if n_pids < need:
+            raise ReidaugError(
+                f"{n_pids} training identities, but a batch needs {need} ({cfg.batch_size}/{cfg.num_instances})"
+            )
+    if n_pids < 2:
+        raise ReidaugError(f"{n_pids} training identity: re-ID training needs at least 2")
+
+
+def _check_resumable(state: dict, cfg: ReidConfig) -> None:
+    saved = state.get("config")
+    now = {k: v for k, v in to_dict(cfg).items() if k not in _RESUME_FREE}
+    if saved is not None:
+        diff = sorted(k for k in now if saved.get(k) != now[k])
+        if diff:
+            raise ReidaugError(f"cannot resume: the configuration changed ({', '.join(diff)})")
+
+
+def _use_gpu(device: str) -> bool:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ReidaugError("device cuda requested but no GPU is available")
+    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)  # torchreid's RandomIdentitySampler
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # model init, transforms, DataLoader worker seeds
+
+
+def _logger(path: Path, to_console: bool) -> logging.Logger:
+    log = logging.getLogger(f"reidaug.reid.run.{path.parent.resolve()}")
+    log.setLevel(logging.DEBUG)
+    log.propagate = False
+    fh = logging.FileHandler(path, mode="a", encoding="utf-8")
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    log.addHandler(fh)
+    if to_console:
+        from rich.logging import RichHandler
+
+        ch = RichHandler(console=console, show_path=False, show_level=False, markup=False)
+        ch.setLevel(logging.INFO)
+        log.addHandler(ch)
+    return log
+
+
+def _one_line(e: Exception) -> str:
+    """A ReidaugError raised in a DataLoader worker arrives wrapped with its traceback: keep the message."""
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    last = lines[-1]
+    return last.split("ReidaugError: ", 1)[-1] if len(lines) > 1 else last
