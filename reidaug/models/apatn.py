@@ -53,10 +53,9 @@ class APATB(nn.Module):
                 "model.fuse=add needs out_projection or value_channels equal to the code width"
             )
         self.fuse = fuse
-        self.conv_u = nn.Conv2d(
-            moved + dim if fuse == "cat" else dim, dim, 1
-        )  # conv^P starts with a 1x1 conv
-        self.res_p = ResidualBlock(dim, dim, norm, dropout)  # ... followed by a residual block
+        # conv^P: a 1x1 conv on [F^ || F^P] (PATB's is 3x3, hence the lighter block), then a residual block
+        self.conv_u = nn.Conv2d(moved + dim if fuse == "cat" else dim, dim, 1)
+        self.res_p = ResidualBlock(dim, dim, norm, dropout)
         self.res_s = ResidualBlock(dim, dim, norm, dropout)  # conv^S, shared by both pose codes
         self.scale = attn_ch**-0.5 if attn_scale else None
 
