@@ -14,6 +14,7 @@ from .config import CameraConfig
 
 PLATE_BLUR = 0.6  # softens the plate's primitives to the crop's optics (sigma, plate pixels)
 TEXTURE_CELL = 10  # plate pixels per cell of the smooth random texture
+LUMA = np.array([0.299, 0.587, 0.114])  # grey level of RGB (saturation is a blend toward it)
 NOISE_BANK = 2  # noise bank size in crop sizes (per axis); windows of it give every image its own noise
 
 
@@ -223,8 +224,10 @@ class Camera:
     def __init__(self, cam: CameraConfig, rng: np.random.Generator, height: int, width: int):
         self.cfg = cam
         self.h, self.w = height, width
-        self.plate = make_plate(cam, rng, height, width)
+        self.plate = (make_plate(cam, rng, height, width) + 0.5).astype(np.uint8)
         self.noise = rng.standard_normal((height * NOISE_BANK, width * NOISE_BANK, 3), dtype=np.float32)
+        self._ramp_y = np.arange(height)[:, None] / height - 0.5
+        self._ramp_x = np.arange(width)[None, :] / width - 0.5
 
     def draw(self, rng: np.random.Generator) -> dict:
         """Everything random about one image of this camera, drawn in a fixed order and number."""
@@ -252,24 +255,27 @@ class Camera:
         y0 = float(np.clip(y_top, 0, ph - h / z))
         sx = -1.0 / z if d["flip"] else 1.0 / z
         m = np.array([[sx, 0, x0 + (w / z if d["flip"] else 0)], [0, 1 / z, y0]], np.float32)
-        return cv2.warpAffine(
+        win = cv2.warpAffine(
             self.plate,
             m,
             (w, h),
             flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_REFLECT,
         )
+        return win.astype(np.float32)
 
     def degrade(self, img: np.ndarray, d: dict) -> np.ndarray:
-        """Light, colour cast, saturation, resolution loss, blur, motion blur, noise -> uint8 RGB."""
+        """Colour cast, saturation, contrast and brightness (one 3x4 colour matrix), light fall-off,
+        resolution loss, blur, motion blur, noise -> uint8 RGB."""
         h, w = self.h, self.w
-        yy = (np.arange(h, dtype=np.float32)[:, None] / h - 0.5) * np.float32(np.sin(d["light_dir"]))
-        xx = (np.arange(w, dtype=np.float32)[None, :] / w - 0.5) * np.float32(np.cos(d["light_dir"]))
-        light = (1.0 + (yy + xx) * np.float32(d["light"]))[..., None]
-        ct = np.float32(d["contrast"])
-        img = (img * ct + np.float32(128.0 * (1 - d["contrast"]) + d["bright"])) * light
-        grey = img.mean(axis=2, keepdims=True)
-        img = (grey + (img - grey) * np.float32(d["saturation"])) * d["gain"]
+        sat, ct = d["saturation"], d["contrast"]
+        m = d["gain"][:, None] * (sat * np.eye(3) + (1 - sat) * LUMA[None, :]) * ct
+        off = d["gain"] * (128.0 * (1 - ct) + d["bright"])
+        img = cv2.transform(img, np.hstack([m, off[:, None]]).astype(np.float32))
+        light = (
+            1.0 + (self._ramp_y * np.sin(d["light_dir"]) + self._ramp_x * np.cos(d["light_dir"])) * d["light"]
+        )
+        img *= light.astype(np.float32)[..., None]
         f = d["down"]
         if f < 1.0:
             small = cv2.resize(
@@ -282,6 +288,6 @@ class Camera:
             k = int(round(d["motion"])) | 1
             img = cv2.blur(img, (k, 1))
         oy, ox = d["noise_at"]
-        img += self.noise[oy : oy + h, ox : ox + w] * np.float32(d["noise"])
+        img = cv2.scaleAdd(self.noise[oy : oy + h, ox : ox + w], float(d["noise"]), img)
         img += 0.5
         return np.clip(img, 0, 255, out=img).astype(np.uint8)

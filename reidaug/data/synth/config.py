@@ -43,7 +43,12 @@ class DatasetConfig:
     distractor_empty: float = 0.4  # share of distractors that are background only (else body fragments)
     fragment_zoom: list[float] = _f([1.8, 3.0])  # distractor fragments: a body this much too large
     junk_shift: list[float] = _f([0.3, 0.55])  # junk: a test person shifted sideways (fraction of the width)
-    junk_zoom: list[float] = _f([0.45, 0.7])  # ... or this much too small
+    junk_zoom: list[float] = _f([0.45, 0.7])
+    junk_sideways: float = 0.5  # share of junk shifted sideways (the rest is too small)
+    fragment_shift: list[float] = _f([-0.6, 0.4, -0.3, 0.3])  # y range (times the zoom), x range; crop sizes
+    junk_small_shift: list[float] = _f(
+        [0.0, 0.3, -0.25, 0.25]
+    )  # y range, x range of the too-small junk  # ... or this much too small
     workers: int = 1  # processes; the bytes do not depend on it
     chunk: int = 32  # images per work unit
 
@@ -96,8 +101,8 @@ class BodyConfig:
     hip_margin: float = 0.08
     sleeve_short: list[float] = _f([0.45, 0.8])  # short sleeve ends this far down the upper arm
     shorts_length: list[float] = _f([0.45, 0.8])  # shorts end this far down the thigh
-    skirt_length: list[float] = _f([0.9, 1.5])  # skirt hem below the mid-hip
-    skirt_flare: float = 0.22
+    skirt_length: list[float] = _f([0.55, 1.05])  # skirt hem below the mid-hip
+    skirt_flare: float = 0.14
     upper_length: list[float] = _f([0.0, 0.22])  # top garment ends this far below the hips
     long_hair_length: list[float] = _f([0.45, 0.85])
     backpack_size: list[float] = _f([0.42, 0.58])  # width, height in T
@@ -105,6 +110,10 @@ class BodyConfig:
     eye_radius: float = 0.03
     shading: float = 0.3  # limb edges darken by this much (rounded look)
     shading_blur: float = 0.12  # blur of the coverage mask that gives the shading, in T
+    shadow_drop: float = 0.12  # contact shadow centre below the ankles (T)
+    shadow_size: list[float] = _f([0.5, 0.09])  # its half-width, half-height (T)
+    shadow_blur: float = 0.06  # (T)
+    shadow_jitter: list[float] = _f([0.5, 1.0])  # per-image factor on the camera's shadow strength
     # Head model: points in head-local units (x: person's left, y: down, z: forward) and their normals'
     # forward share, used to project face joints for any yaw. Order: nose, r_eye, l_eye, r_ear, l_ear.
     face_points: list[list[float]] = _f(
@@ -159,10 +168,12 @@ class AppearanceConfig:
     stripe_period: list[float] = _f([0.1, 0.22])  # in T
     check_period: list[float] = _f([0.14, 0.26])
     logo_size: list[float] = _f([0.16, 0.28])
+    two_tone_split: list[float] = _f([0.35, 0.6])  # where a two-tone top changes colour, neck to hip
     backpack_prob: float = 0.22
     bag_prob: float = 0.2
     hat_prob: float = 0.1
-    color_jitter: float = 10.0  # sd of a per-identity RGB offset from the palette colour
+    color_jitter: float = 10.0  # sd of a per-identity RGB offset from the palette colour (clothes, bags)
+    skin_hair_jitter: float = 5.0  # the same for skin, hair and shoes
     image_color_jitter: float = 4.0  # sd of a per-image RGB offset (clothes under changing light)
 
 
@@ -273,6 +284,14 @@ def validate(cfg: SynthConfig) -> SynthConfig:
         if hi is not None:
             need(v[1] <= hi, f"{name} must be <= {hi}, got {v}")
 
+    need(
+        0 <= d.junk_sideways <= 1 and 0 <= d.distractor_empty <= 1,
+        "synth.junk_sideways and synth.distractor_empty must be probabilities",
+    )
+    need(
+        len(d.fragment_shift) == 4 and len(d.junk_small_shift) == 4,
+        "synth.fragment_shift and synth.junk_small_shift must be [y_min, y_max, x_min, x_max]",
+    )
     need(0 <= d.seed < 2**63, f"synth.seed must be a non-negative integer, got {d.seed}")
     for k in ("train_ids", "test_ids", "distractors", "junk"):
         need(getattr(d, k) >= 0, f"synth.{k} must be >= 0, got {getattr(d, k)}")

@@ -47,6 +47,68 @@ GARMENT_ALPHA = 254  # alpha marker of upper-garment pixels until the pattern is
 ARMS = {"r": (R_SHO, R_ELB, R_WRI), "l": (L_SHO, L_ELB, L_WRI)}
 LEGS = {"r": (R_HIP, R_KNE, R_ANK), "l": (L_HIP, L_KNE, L_ANK)}
 LOGO_SHAPES = ("circle", "square", "triangle", "bar")
+PATTERNED = ("stripes", "checks", "two_tone")  # drawn as a second colour over the garment's pixels
+EYE_COLOR = (30.0, 24.0, 22.0, 255)
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """The drawing's fixed geometry (fractions of the part they refer to; T = torso length, rx/ry = head
+    radii). Proportions that vary between people live in BodyConfig; these only shape the primitives."""
+
+    chest: float = 0.35  # chest centre, from the neck toward the mid-hip (logo, backpack)
+    crotch: float = 0.25  # the pelvis reaches this far below the mid-hip (T)
+    sleeve_short_width: float = 1.25  # sleeve widths relative to the arm
+    sleeve_long_width: float = 1.15
+    cuff_width: float = 1.2
+    cuff_end: float = 0.9  # long sleeves end this far down the forearm
+    shorts_skin_width: float = 0.96  # the bare thigh under shorts, relative to the thigh
+    trouser_knee: float = 0.3  # trousers are redrawn over the knee joint up to this far up the thigh
+    trouser_knee_width: float = 0.92
+    foot_front: float = 0.45  # a shoe's visible length in a front view (of foot_length); side adds the rest
+    foot_drop: float = 0.4  # shoe centre below the ankle (of foot_height)
+    foot_ahead: float = 0.35  # shoe centre ahead of the ankle in side views (of its length)
+    backpack_round: float = 0.2  # its lobes' centres inset from its ends (of its width)
+    backpack_top: float = 0.45  # its two lobes' radii (of its width)
+    backpack_bottom: float = 0.5
+    backpack_side: float = 0.3  # the same seen from the side
+    backpack_side_bottom: float = 0.35
+    backpack_depth: float = 0.25  # how far it sticks out behind in side views (of its width)
+    strap_width: float = 0.05  # (T)
+    strap_length: float = 0.55  # shoulder straps reach this far toward the hip
+    bag_out: float = 1.3  # bag centre outside the hip (of the hip margin)
+    bag_drop: float = 0.05  # (T)
+    bag_strap: float = 0.045  # (T)
+    bag_back: float = 0.3  # bag behind the hip in side views (of the facing direction)
+    neck_length: float = 0.6  # the neck is drawn from the neck joint this far toward the head centre
+    face_min_cos: float = -0.35  # the face is drawn when cos(yaw) exceeds this
+    face_drop: float = 0.17  # face centre below the head centre (of ry)
+    face_ahead: float = 0.3  # face centre ahead in side views (of rx)
+    face_ry: float = 0.8
+    face_rx: float = 0.84  # face half-width in a front view (of rx), narrowing by face_rx_side at the side
+    face_rx_side: float = 0.3
+    ear_ry: float = 0.2
+    ear_rx: float = 0.16
+    bun_up: float = 0.8  # bun above the head centre (of ry), behind by bun_back (of rx)
+    bun_back: float = 0.5
+    bun_ry: float = 0.35
+    bun_rx: float = 0.4
+    hat_up: float = 0.25  # the crown's centre above the head centre (of ry)
+    hat_ry: float = 0.85
+    hat_rx: float = 1.08
+    brim_ahead: float = 0.9  # (of rx)
+    brim_ry: float = 0.12
+    brim_rx: float = 0.7  # (of rx), plus brim_rx_side in side views
+    brim_rx_side: float = 0.5
+    long_hair_ry: float = 0.55  # long hair: an ellipse from the head down hair_length
+    long_hair_rx: float = 1.1
+    long_hair_back: float = 0.35  # hangs behind the head in side views (of rx)
+    logo_drop: float = 0.1  # logo below the chest centre (T)
+    logo_radius: float = 0.6  # polygon logos' circumradius (of the logo size)
+    logo_bar: float = 0.4  # bar logo thickness (of its length)
+
+
+SHAPES = Shapes()
 
 
 def _pick(rng: np.random.Generator, probs: dict[str, float]) -> str:
@@ -99,8 +161,8 @@ class Identity:
 
 def sample_identity(rng: np.random.Generator, a: AppearanceConfig, b: BodyConfig) -> Identity:
     j = a.color_jitter
-    i_skin, skin = _color(rng, a.skin, j * 0.5)
-    i_hair, hair = _color(rng, a.hair, j * 0.5)
+    i_skin, skin = _color(rng, a.skin, a.skin_hair_jitter)
+    i_hair, hair = _color(rng, a.hair, a.skin_hair_jitter)
     style = _pick(rng, a.hair_styles)
     iu, upper = _color(rng, a.garment, j)
     iu2, upper2 = _color(rng, a.garment, j, exclude=iu)
@@ -112,14 +174,14 @@ def sample_identity(rng: np.random.Generator, a: AppearanceConfig, b: BodyConfig
     lower_type = _pick(rng, a.lower_types)
     lower_end = rng.uniform(*(b.shorts_length if lower_type == "shorts" else b.skirt_length))
     il, lower = _color(rng, a.lower, j)
-    i_shoes, shoes = _color(rng, a.shoes, j * 0.5)
+    i_shoes, shoes = _color(rng, a.shoes, a.skin_hair_jitter)
     hat = _color(rng, a.accessory, j)[1] if rng.random() < a.hat_prob else None
     backpack = _color(rng, a.accessory, j)[1] if rng.random() < a.backpack_prob else None
     bag = _color(rng, a.accessory, j)[1] if rng.random() < a.bag_prob else None
     return Identity(
         skin=skin, hair=hair, hair_style=style, hair_length=rng.uniform(*b.long_hair_length), hat=hat,
         upper=upper, upper2=upper2, pattern=pattern, pattern_period=period,
-        logo_shape=LOGO_SHAPES[rng.integers(len(LOGO_SHAPES))], two_tone_split=rng.uniform(0.35, 0.6),
+        logo_shape=LOGO_SHAPES[rng.integers(len(LOGO_SHAPES))], two_tone_split=rng.uniform(*a.two_tone_split),
         sleeves=sleeves, sleeve_end=rng.uniform(*b.sleeve_short), upper_length=rng.uniform(*b.upper_length),
         lower=lower, lower_type=lower_type, lower_end=lower_end, shoes=shoes, backpack=backpack, bag=bag,
         bag_side="r" if rng.random() < 0.5 else "l", build=rng.uniform(*b.build),
@@ -214,13 +276,14 @@ def draw_person(
     skin, hair, upper, lower, shoes = (
         col(who.skin),
         col(who.hair),
-        col(who.upper, GARMENT_ALPHA),
+        col(who.upper, GARMENT_ALPHA if who.pattern in PATTERNED else 255),
         col(who.lower),
         col(who.shoes),
     )
     mid_hip = (p[R_HIP] + p[L_HIP]) / 2
     down = _unit(mid_hip - p[NECK])
-    chest = _lerp(p[NECK], mid_hip, 0.35)
+    g = SHAPES
+    chest = _lerp(p[NECK], mid_hip, g.chest)
 
     # torso outline: shoulders and hips grown by the torso's half-depth (more in side views)
     m_sh = _lerp(body.torso_margin_front, body.torso_margin_side, abs(sin_y)) * t * bw
@@ -232,7 +295,7 @@ def draw_person(
     ]))  # fmt: skip
     pelvis = _hull(np.concatenate([
         _circle_pts(p[R_HIP], m_hip), _circle_pts(p[L_HIP], m_hip),
-        _circle_pts(mid_hip + down * 0.25 * t, m_hip),
+        _circle_pts(mid_hip + down * g.crotch * t, m_hip),
     ]))  # fmt: skip
 
     def arm(side: str) -> None:
@@ -243,10 +306,12 @@ def draw_person(
             w + _unit(w - e) * body.hand_offset * t, body.hand_radius * t, body.hand_radius * t, skin
         )
         if who.sleeves == "short":
-            canvas.line(s, _lerp(s, e, who.sleeve_end), body.upper_arm_width * t * bw * 1.25, upper)
+            canvas.line(
+                s, _lerp(s, e, who.sleeve_end), body.upper_arm_width * t * bw * g.sleeve_short_width, upper
+            )
         elif who.sleeves == "long":
-            canvas.line(s, e, body.upper_arm_width * t * bw * 1.15, upper)
-            canvas.line(e, _lerp(e, w, 0.9), body.forearm_width * t * bw * 1.2, upper)
+            canvas.line(s, e, body.upper_arm_width * t * bw * g.sleeve_long_width, upper)
+            canvas.line(e, _lerp(e, w, g.cuff_end), body.forearm_width * t * bw * g.cuff_width, upper)
 
     def leg(side: str) -> None:
         h, k, a = (p[j] for j in LEGS[side])
@@ -255,12 +320,12 @@ def draw_person(
         canvas.line(h, k, wt, lower if who.lower_type != "skirt" else skin)
         canvas.line(k, a, ws, lower if lower_legs else skin)
         if who.lower_type == "shorts":
-            canvas.line(k, _lerp(h, k, who.lower_end), wt * 0.96, skin)
+            canvas.line(k, _lerp(h, k, who.lower_end), wt * g.shorts_skin_width, skin)
         if lower_legs:
-            canvas.line(k, _lerp(k, h, 0.3), wt * 0.92, lower)
+            canvas.line(k, _lerp(k, h, g.trouser_knee), wt * g.trouser_knee_width, lower)
         # shoe: a flat ellipse under the ankle, long in side views
-        length = body.foot_length * t * (0.45 + 0.55 * abs(sin_y))
-        c = a + np.array([body.foot_height * t * 0.4, 0.0]) + fwd * abs(sin_y) * length * 0.35
+        length = body.foot_length * t * (g.foot_front + (1 - g.foot_front) * abs(sin_y))
+        c = a + np.array([body.foot_height * t * g.foot_drop, 0.0]) + fwd * abs(sin_y) * length * g.foot_ahead
         canvas.ellipse(c, body.foot_height * t, length / 2, shoes)
 
     def lower_body() -> None:
@@ -281,27 +346,31 @@ def draw_person(
             return
         c = col(who.backpack)
         bw_, bh = body.backpack_size[0] * t * bw, body.backpack_size[1] * t
-        centre = _lerp(p[NECK], mid_hip, 0.45)
+        centre = _lerp(p[NECK], mid_hip, g.chest + g.logo_drop)
         if where == "back":
             canvas.poly(
                 _hull(
                     np.concatenate(
                         [
-                            _circle_pts(centre + [-bh / 2 + bw_ * 0.2, 0], bw_ * 0.45),
-                            _circle_pts(centre + [bh / 2 - bw_ * 0.2, 0], bw_ * 0.5),
+                            _circle_pts(centre + [-bh / 2 + bw_ * g.backpack_round, 0], bw_ * g.backpack_top),
+                            _circle_pts(
+                                centre + [bh / 2 - bw_ * g.backpack_round, 0], bw_ * g.backpack_bottom
+                            ),
                         ]
                     )
                 ),
                 c,
             )
         elif where == "side":
-            off = centre - fwd * (m_sh + bw_ * 0.25)
+            off = centre - fwd * (m_sh + bw_ * g.backpack_depth)
             canvas.poly(
                 _hull(
                     np.concatenate(
                         [
-                            _circle_pts(off + [-bh / 2 + bw_ * 0.2, 0], bw_ * 0.3),
-                            _circle_pts(off + [bh / 2 - bw_ * 0.2, 0], bw_ * 0.35),
+                            _circle_pts(off + [-bh / 2 + bw_ * g.backpack_round, 0], bw_ * g.backpack_side),
+                            _circle_pts(
+                                off + [bh / 2 - bw_ * g.backpack_round, 0], bw_ * g.backpack_side_bottom
+                            ),
                         ]
                     )
                 ),
@@ -309,7 +378,9 @@ def draw_person(
             )
         else:  # straps over the shoulders
             for s in (R_SHO, L_SHO):
-                canvas.line(p[s], _lerp(p[s], p[R_HIP if s == R_SHO else L_HIP], 0.55), 0.05 * t, c)
+                canvas.line(
+                    p[s], _lerp(p[s], p[R_HIP if s == R_SHO else L_HIP], g.strap_length), g.strap_width * t, c
+                )
 
     def bag(draw_bag: bool) -> None:
         if who.bag is None:
@@ -317,9 +388,9 @@ def draw_person(
         c = col(who.bag)
         hip = p[R_HIP] if who.bag_side == "r" else p[L_HIP]
         other_sho = p[L_SHO] if who.bag_side == "r" else p[R_SHO]
-        outward = _unit(hip - mid_hip) if mode != "side" else -fwd * 0.3
-        centre = hip + outward * m_hip * 1.3 + down * 0.05 * t
-        canvas.line(other_sho, centre, 0.045 * t, c)
+        outward = _unit(hip - mid_hip) if mode != "side" else -fwd * g.bag_back
+        centre = hip + outward * m_hip * g.bag_out + down * g.bag_drop * t
+        canvas.line(other_sho, centre, g.bag_strap * t, c)
         if draw_bag:
             canvas.ellipse(centre, body.bag_size[1] * t / 2, body.bag_size[0] * t / 2, c)
             canvas.poly(
@@ -342,48 +413,61 @@ def draw_person(
         if who.hair_style != "long":
             return
         length = who.hair_length * t
-        c = head + np.array([length / 2, 0.0]) - (fwd * abs(sin_y) * rx * 0.35)
-        canvas.ellipse(c, ry * 0.55 + length / 2, rx * 1.1, hair, angle=-tilt)
+        c = head + np.array([length / 2, 0.0]) - (fwd * abs(sin_y) * rx * g.long_hair_back)
+        canvas.ellipse(c, ry * g.long_hair_ry + length / 2, rx * g.long_hair_rx, hair, angle=-tilt)
 
     face, face_vis = face_joints(head, pose.yaw, t, body, pcfg)
 
     def head_parts() -> None:
-        canvas.line(p[NECK], _lerp(p[NECK], head, 0.6), body.neck_width * t * bw, skin)
+        canvas.line(p[NECK], _lerp(p[NECK], head, g.neck_length), body.neck_width * t * bw, skin)
         bald = who.hair_style == "bald"
         canvas.ellipse(head, ry, rx, skin if bald else hair, angle=-tilt)
-        if cos_y > -0.35:  # the face: the lower front part of the head
-            fc = head + np.array([0.17 * ry, sin_y * 0.3 * rx])
-            canvas.ellipse(fc, 0.8 * ry, rx * (0.84 - 0.3 * abs(sin_y)), skin, angle=-tilt)
+        if cos_y > g.face_min_cos:  # the face: the lower front part of the head
+            fc = head + np.array([g.face_drop * ry, sin_y * g.face_ahead * rx])
+            canvas.ellipse(
+                fc, g.face_ry * ry, rx * (g.face_rx - g.face_rx_side * abs(sin_y)), skin, angle=-tilt
+            )
         for (y, x), v, i in zip(face, face_vis, range(5)):
             if i >= 3 and v:  # ears
-                canvas.ellipse((y, x), 0.2 * ry, 0.16 * rx, skin)
+                canvas.ellipse((y, x), g.ear_ry * ry, g.ear_rx * rx, skin)
         if who.hair_style == "bun":
-            canvas.ellipse(head + np.array([-0.8 * ry, -sin_y * 0.5 * rx]), 0.35 * ry, 0.4 * rx, hair)
+            canvas.ellipse(
+                head + np.array([-g.bun_up * ry, -sin_y * g.bun_back * rx]),
+                g.bun_ry * ry,
+                g.bun_rx * rx,
+                hair,
+            )
         if who.hat is not None:
             hc = col(who.hat)
             canvas.ellipse(
-                head - np.array([0.25 * ry, 0.0]), 0.85 * ry, 1.08 * rx, hc, angle=-tilt, start=180, end=360
+                head - np.array([g.hat_up * ry, 0.0]),
+                g.hat_ry * ry,
+                g.hat_rx * rx,
+                hc,
+                angle=-tilt,
+                start=180,
+                end=360,
             )
-            brim = head - np.array([0.25 * ry, 0.0]) + fwd * sin_y * rx * 0.9
-            canvas.ellipse(brim, 0.12 * ry, rx * (0.7 + 0.5 * abs(sin_y)), hc)
+            brim = head - np.array([g.hat_up * ry, 0.0]) + fwd * sin_y * rx * g.brim_ahead
+            canvas.ellipse(brim, g.brim_ry * ry, rx * (g.brim_rx + g.brim_rx_side * abs(sin_y)), hc)
         for (y, x), v, i in zip(face, face_vis, range(5)):
             if i in (1, 2) and v:
-                canvas.ellipse((y, x), body.eye_radius * t, body.eye_radius * t, (30.0, 24.0, 22.0, 255))
+                canvas.ellipse((y, x), body.eye_radius * t, body.eye_radius * t, EYE_COLOR)
 
     def torso_parts() -> None:
         canvas.poly(torso, upper)
         if who.pattern == "logo" and mode == "front":
             size = who.pattern_period * t
             c2 = col(who.upper2)
-            centre = chest + np.array([0.1 * t, 0.0])
+            centre = chest + np.array([g.logo_drop * t, 0.0])
             if who.logo_shape == "circle":
                 canvas.ellipse(centre, size / 2, size / 2, c2)
             elif who.logo_shape == "square":
-                canvas.poly(_circle_pts(centre, size * 0.6, 4, np.pi / 4), c2)
+                canvas.poly(_circle_pts(centre, size * g.logo_radius, 4, np.pi / 4), c2)
             elif who.logo_shape == "triangle":
-                canvas.poly(_circle_pts(centre, size * 0.6, 3, np.pi / 2), c2)
+                canvas.poly(_circle_pts(centre, size * g.logo_radius, 3, np.pi / 2), c2)
             else:
-                canvas.line(centre - [0, size / 2], centre + [0, size / 2], size * 0.4, c2)
+                canvas.line(centre - [0, size / 2], centre + [0, size / 2], size * g.logo_bar, c2)
 
     # draw order: what is farther from the camera first
     if mode == "front":
@@ -400,11 +484,11 @@ def draw_person(
         head_parts()
         behind = ()
     elif mode == "back":
-        arm("r")
-        arm("l")
         leg("r")
         leg("l")
         lower_body()
+        arm("r")
+        arm("l")
         torso_parts()
         bag(True)
         backpack("back")
@@ -423,42 +507,46 @@ def draw_person(
         head_parts()
         arm(near)
         behind = (far,)
-    if who.pattern in ("stripes", "checks", "two_tone"):
+    if who.pattern in PATTERNED:
         _apply_pattern(canvas, who, p, t, rng, image_jitter)
-    img = canvas.img
-    img[..., 3][img[..., 3] == GARMENT_ALPHA] = 255
 
     kp = to_coco(p, face)
     vis = np.ones(len(kp), bool)
     vis[[0, 14, 15, 16, 17]] = face_vis
     if pcfg.hide_occluded:
-        poly = torso.astype(np.float32).reshape(-1, 1, 2)
+        # (hulls are [y, x] point lists; testing [y, x] points against them is consistent)
+        parts = (torso, pelvis) if mode == "side" else (torso,)
+        covers = [h.astype(np.float32).reshape(-1, 1, 2) for h in parts]
         for side in behind:
             for j in ARMS[side][1:]:
-                if cv2.pointPolygonTest(poly, (float(p[j][0]), float(p[j][1])), False) >= 0:
+                pt = (float(p[j][0]), float(p[j][1]))
+                if any(cv2.pointPolygonTest(c, pt, False) >= 0 for c in covers):
                     vis[j] = False
     return kp, vis
 
 
 def _apply_pattern(canvas: Canvas, who: Identity, p: np.ndarray, t: float, rng, jitter: float) -> None:
-    """Lay stripes, checks or a two-tone split over the visible upper-garment pixels."""
+    """Lay stripes, checks or a two-tone split over the upper-garment pixels still visible (those that
+    kept the marker alpha), then mark them opaque."""
     img = canvas.img
-    rows = np.flatnonzero((img[..., 3] == GARMENT_ALPHA).any(1))
+    garment = cv2.extractChannel(img, 3) == GARMENT_ALPHA
+    rows = np.flatnonzero(garment.any(1))
     if not len(rows):
         return
     y0, y1 = rows[0], rows[-1] + 1
-    roi = img[y0:y1]
-    m = roi[..., 3] == GARMENT_ALPHA
     s = canvas.s
-    ys = np.arange(y0, y1)[:, None] - p[NECK][0] * s
-    xs = np.arange(img.shape[1])[None, :]
+    yy = np.arange(y0, y1) - p[NECK][0] * s
     half = max(1.0, who.pattern_period * t * s / 2)
     if who.pattern == "stripes":
-        on = (ys // half).astype(np.int64) % 2 == 1
+        on = ((yy // half) % 2 == 1)[:, None]
     elif who.pattern == "checks":
-        on = ((ys // half).astype(np.int64) + (xs // half).astype(np.int64)) % 2 == 1
+        xx = np.arange(img.shape[1])
+        on = ((yy // half)[:, None] + (xx // half)[None, :]) % 2 == 1
     else:
         mid_y = (p[R_HIP][0] + p[L_HIP][0]) / 2
-        on = ys >= who.two_tone_split * (mid_y - p[NECK][0]) * s
-    c2 = np.clip(who.upper2 + rng.normal(size=3) * jitter, 0, 255).astype(np.uint8)
-    roi[m & on, :3] = c2
+        on = (yy >= who.two_tone_split * (mid_y - p[NECK][0]) * s)[:, None]
+    c2 = np.clip(who.upper2 + rng.normal(size=3) * jitter, 0, 255)
+    roi = img[y0:y1]
+    g = garment[y0:y1]
+    roi[..., 3][g] = 255
+    roi[g & on] = (*np.rint(c2).astype(np.uint8), 255)

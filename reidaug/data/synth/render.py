@@ -63,7 +63,8 @@ class Renderer:
         self._ids: dict[int, Identity] = {}
         vp = cfg.pose.view_probs
         w = np.array([vp.get(v, 0.0) for v in VIEWS], dtype=np.float64)
-        self.view_p = w / w.sum()
+        self.view_cdf = np.cumsum(w / w.sum())[:-1]
+        self._canvas = Canvas(cfg.synth.height, cfg.synth.width, cfg.body.supersample)
 
     def camera(self, cam: int) -> Camera:
         if cam not in self._cams:
@@ -93,50 +94,53 @@ class Renderer:
         touched = np.zeros((h, w), bool)
         draw = person
         zoom, shift = 1.0, (0.0, 0.0)
-        if spec.kind == "distractor":
+        if spec.kind == "distractor":  # background only, or a fragment of a body much too large
             if rp.random() < d.distractor_empty:
                 draw = False
             zoom = rp.uniform(*d.fragment_zoom)
-            shift = (rp.uniform(-0.6, 0.4) * zoom, rp.uniform(-0.3, 0.3))
-        elif spec.kind == "junk":
-            if rp.random() < 0.5:
+            shift = (rp.uniform(*d.fragment_shift[:2]) * zoom, rp.uniform(*d.fragment_shift[2:]))
+        elif spec.kind == "junk":  # a bad detection: shifted sideways, or much too small
+            if rp.random() < d.junk_sideways:
                 shift = (0.0, rp.uniform(*d.junk_shift) * (1 if rp.random() < 0.5 else -1))
             else:
                 zoom = rp.uniform(*d.junk_zoom)
-                shift = (rp.uniform(0.0, 0.3), rp.uniform(-0.25, 0.25))
-        view = (
-            spec.view if rp.random() < cfg.pose.track_view_keep else int(rp.choice(len(VIEWS), p=self.view_p))
-        )
+                shift = (rp.uniform(*d.junk_small_shift[:2]), rp.uniform(*d.junk_small_shift[2:]))
+        if rp.random() < cfg.pose.track_view_keep:
+            view = spec.view
+        else:
+            view = int(np.searchsorted(self.view_cdf, rp.random(), side="right"))
         pose = sample_pose(rp, self.prior, view, cfg.pose, h, w, zoom=zoom, shift=shift)
         if draw:
+            b = cfg.body
             who = self.identity(spec.who)
-            canvas = Canvas(h, w, cfg.body.supersample)
-            kpf, vis = draw_person(
-                canvas, pose, who, cfg.body, cfg.pose, rp, cfg.appearance.image_color_jitter
-            )
+            canvas = self._canvas
+            canvas.img.fill(0)
+            kpf, vis = draw_person(canvas, pose, who, b, cfg.pose, rp, cfg.appearance.image_color_jitter)
             small = cv2.resize(canvas.img, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
-            alpha = small[..., 3] / 255.0
+            alpha = small[..., 3] * np.float32(1 / 255)
             rgb = small[..., :3]
-            if cfg.body.shading > 0:
-                soft = cv2.GaussianBlur(alpha, (0, 0), max(0.3, cfg.body.shading_blur * pose.torso))
-                rgb = rgb * (1.0 - cfg.body.shading * np.clip(1.0 - soft, 0, 1))[..., None]
-            bg = _shadow(bg, pose, cam.cfg.shadow * rp.uniform(0.5, 1.0), touched)
+            if b.shading > 0:  # darker toward the silhouette's edges: limbs look round
+                k = max(3, int(b.shading_blur * pose.torso * 2) | 1)
+                soft = cv2.blur(alpha, (k, k))
+                rgb = rgb * (np.float32(1 - b.shading) + np.float32(b.shading) * soft)[..., None]
+            bg = _shadow(bg, pose, b, cam.cfg.shadow * rp.uniform(*b.shadow_jitter), touched)
             touched |= alpha > 0
-            bg = bg * (1.0 - alpha[..., None]) + rgb
+            bg = bg * (1.0 - alpha)[..., None] + rgb
             r = np.rint(kpf).astype(np.int64)
             ok = vis & (r[:, 0] >= 0) & (r[:, 0] < h) & (r[:, 1] >= 0) & (r[:, 1] < w)
             kp[ok] = r[ok]
         return Rendered(cam.degrade(bg, cd), kp, alpha, cd["jpeg"], touched)
 
 
-def _shadow(bg: np.ndarray, pose, strength: float, touched: np.ndarray) -> np.ndarray:
-    """A soft dark ellipse on the ground between the feet (drawn on a small window around it)."""
+def _shadow(bg: np.ndarray, pose, body, strength: float, touched: np.ndarray) -> np.ndarray:
+    """A soft dark ellipse on the ground under the feet (drawn on a small window around it)."""
     h, w = bg.shape[:2]
     t = pose.torso
     feet = (pose.points[R_ANK] + pose.points[L_ANK]) / 2
-    cy, cx = feet[0] + 0.12 * t, feet[1]
-    ry, rx = 0.09 * t, 0.5 * t
-    pad = 0.2 * t
+    cy, cx = feet[0] + body.shadow_drop * t, feet[1]
+    rx, ry = body.shadow_size[0] * t, body.shadow_size[1] * t
+    blur = max(0.5, body.shadow_blur * t)
+    pad = 3 * blur
     y0, y1 = max(0, int(cy - ry - pad)), min(h, int(cy + ry + pad) + 1)
     x0, x1 = max(0, int(cx - rx - pad)), min(w, int(cx + rx + pad) + 1)
     if strength <= 0 or y1 <= y0 or x1 <= x0:
@@ -144,7 +148,7 @@ def _shadow(bg: np.ndarray, pose, strength: float, touched: np.ndarray) -> np.nd
     m = np.zeros((y1 - y0, x1 - x0), np.float32)
     c = (int(round((cx - x0) * 16)), int(round((cy - y0) * 16)))
     cv2.ellipse(m, c, (int(rx * 16), int(ry * 16)), 0, 0, 360, 1.0, -1, cv2.LINE_AA, 4)
-    m = cv2.GaussianBlur(m, (0, 0), max(0.5, 0.06 * t))
+    m = cv2.GaussianBlur(m, (0, 0), blur)
     bg[y0:y1, x0:x1] *= (1.0 - strength * m)[..., None]
     touched[y0:y1, x0:x1] |= m > 0
     return bg
