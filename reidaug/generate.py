@@ -223,7 +223,7 @@ def load_generator(checkpoint: str | Path, method_name: str | None = None, ckpt:
     ckpt = ckpt if ckpt is not None else load_checkpoint(checkpoint)
     name = ckpt["method"]
     if method_name is not None and method_name != name:
-        raise ReidaugError(f"checkpoint {checkpoint} holds a {name} model, not {method_name}")
+        raise ReidaugError(f"checkpoint {checkpoint} was trained with method {name}, not {method_name}")
     spec = registry.get(name)
     fields = getattr(spec.loss_schema, "__dataclass_fields__", {})
     overrides = [f"loss.{k}={v}" for k, v in INFERENCE_LOSS_OVERRIDES.items() if k in fields]
@@ -239,10 +239,10 @@ def load_generator(checkpoint: str | Path, method_name: str | None = None, ckpt:
 
 
 def default_annotation_files(root: str | Path) -> list[Path]:
-    files = [Path(root) / "annotations" / f"{s}.csv" for s in ("train", "test")]
+    files = [Path(root) / "annotations" / f"{s}.csv" for s in ("train", "test", "query")]
     files = [f for f in files if f.is_file()]
     if not files:
-        raise ReidaugError(f"no annotations in {Path(root) / 'annotations'} (train.csv, test.csv); pass --annotations")
+        raise ReidaugError(f"no annotations in {Path(root) / 'annotations'} (train.csv, test.csv, query.csv); pass --annotations")
     return files
 
 
@@ -263,7 +263,7 @@ def generate(checkpoint: str | Path, pairs: str | Path | pd.DataFrame, data_root
     ckpt_path = resolve_checkpoint(checkpoint)
     ckpt = load_checkpoint(ckpt_path)
     if method_name is not None and method_name != ckpt["method"]:
-        raise ReidaugError(f"checkpoint {ckpt_path} holds a {ckpt['method']} model, not {method_name}")
+        raise ReidaugError(f"checkpoint {ckpt_path} was trained with method {ckpt['method']}, not {method_name}")
     df = pairs if isinstance(pairs, pd.DataFrame) else read_pairs(pairs)
     files = annotations if annotations else default_annotation_files(data_root)
     files = [files] if isinstance(files, str | Path) else list(files)

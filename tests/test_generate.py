@@ -142,7 +142,7 @@ def test_cli_errors_before_any_output(setup, tmp_path, run_cli):
 
     code, _, err = run_cli(*base, "--pairs", pairs_csv, "--out", out, "--method", "apatn")
     assert code == 2
-    _one_line(err, "holds a patn model, not apatn")
+    _one_line(err, "trained with method patn, not apatn")
 
     missing = tmp_path / "missing.csv"
     missing.write_text(f"from,to\n{pairs['from'][0]},0042_c1s1_000001_01.jpg\n")

@@ -162,7 +162,9 @@ def test_cli_resume_extends_a_run(root, straight, tmp_path, run_cli):
     code, _, err = run_cli("train", "--method", "patn", "--data", root, "--out", run, "--resume", "--device", "cpu",
                            "--no-progress", "--set", "train.iterations=7")  # fmt: skip
     assert code == 0, err
-    assert [r["iteration"] for r in read_log(run)] == [1, 2, 3, 4, 5, 6, 7]
+    log = read_log(run)
+    assert [r["iteration"] for r in log] == [1, 2, 3, 4, 5, 6, 7]
+    assert log[-1]["lr"] == pytest.approx(2e-4 * lr_factor(6, 7, 2))  # the new schedule, not the old (0)
     assert load_checkpoint(run / "checkpoints" / "latest.pt")["iteration"] == 7
 
 

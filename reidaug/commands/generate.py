@@ -15,7 +15,7 @@ def command(
     data: Path = typer.Option(..., "--data", "-d", help="Market-1501 root holding the source images."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (images + manifest.csv)."),
     annotations: list[Path] = typer.Option(
-        [], "--annotations", "-a", help="Keypoint CSV(s) (default ROOT/annotations/train.csv and test.csv)."
+        [], "--annotations", "-a", help="Keypoint CSV(s) (default ROOT/annotations/{train,test,query}.csv)."
     ),
     method: str | None = typer.Option(None, "--method", "-m", help="Expected method (checked against the checkpoint)."),
     config: str | None = ConfigOpt,

@@ -12,6 +12,7 @@ the models, optimizers, schedulers, grad scaler, image pools and every RNG, per 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -142,17 +143,13 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
             torch.use_deterministic_algorithms(True, warn_only=True)
         method.train()
         gen, discs = method.generator, list(method.discriminators.values())
-        betas = tuple(t.betas)
-        opt_g = torch.optim.Adam(gen.parameters(), lr=t.lr, betas=betas)
-        opt_d = torch.optim.Adam(chain(*(d.parameters() for d in discs)), lr=t.lr_d or t.lr, betas=betas)
-        factor = _LrFactor(t.iterations, t.decay_start)
-        sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, factor)
-        sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, factor)
+        opt_g, opt_d, sched_g, sched_d = build_optimizers(method, t)
         autocast, fp16 = autocast_for(dev, t)
         scaler = torch.amp.GradScaler(dev.type, enabled=fp16)
 
         if ckpt is not None:
             _restore(ckpt, method, opt_g, opt_d, sched_g, sched_d, scaler, info)
+            _apply_recipe(t, opt_g, opt_d, sched_g, sched_d)
         if t.compile:
             gen.compile()
             for d in discs:
@@ -169,27 +166,12 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
             batches = iter(loader)
             for it in range(start, t.iterations):
                 batch = to_device(next(batches), dev, channels_last)
-                with autocast():
-                    fake = method.generate(batch)
-                set_requires_grad(discs, False)
-                with autocast(), wrapped.d_no_sync():
-                    g_total, g_logs = method.generator_loss(batch, fake)
-                opt_g.zero_grad(set_to_none=True)
-                scaler.scale(g_total).backward()
-                scaler.step(opt_g)
-                set_requires_grad(discs, True)
-                with autocast():
-                    d_total, d_logs = method.discriminator_loss(batch, fake.detach())
-                opt_d.zero_grad(set_to_none=True)
-                scaler.scale(d_total).backward()
-                scaler.step(opt_d)
-                scaler.update()
                 lr = opt_g.param_groups[0]["lr"]
+                logs = train_step(method, batch, opt_g, opt_d, scaler, autocast, wrapped.d_no_sync)
                 sched_g.step()
                 sched_d.step()
 
                 done = it + 1
-                logs = {**{k: float(v) for k, v in g_logs.items()}, **{k: float(v) for k, v in d_logs.items()}}
                 if not all(math.isfinite(v) for v in logs.values()):
                     raise ReidaugError(f"non-finite loss at iteration {done}: {logs}")
                 logger.step(done, logs, lr)
@@ -213,6 +195,41 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
         return TrainResult(out, t.iterations, last_ckpt, logger.history, wrapped.method)
     finally:
         ddp.cleanup(info)
+
+
+def build_optimizers(method, t):
+    """Adam for G and one for all Ds (per-element updates: the same as one Adam per D), with the
+    constant-then-linear LambdaLR of each; (opt_g, opt_d, sched_g, sched_d)."""
+    betas = tuple(t.betas)
+    opt_g = torch.optim.Adam(method.generator.parameters(), lr=t.lr, betas=betas)
+    params = chain(*(d.parameters() for d in method.discriminators.values()))
+    opt_d = torch.optim.Adam(params, lr=t.lr_d if t.lr_d is not None else t.lr, betas=betas)
+    factor = _LrFactor(t.iterations, t.decay_start)
+    return opt_g, opt_d, torch.optim.lr_scheduler.LambdaLR(opt_g, factor), torch.optim.lr_scheduler.LambdaLR(opt_d, factor)
+
+
+def train_step(method, batch, opt_g, opt_d, scaler, autocast, d_no_sync=contextlib.nullcontext) -> dict:
+    """One PATN-order iteration: fake = G(batch); G step with the Ds frozen; D step on fake.detach().
+
+    Returns the method's logged loss values (floats). `d_no_sync` keeps DDP from syncing D during the G step.
+    """
+    discs = list(method.discriminators.values())
+    with autocast():
+        fake = method.generate(batch)
+    set_requires_grad(discs, False)
+    with autocast(), d_no_sync():
+        g_total, g_logs = method.generator_loss(batch, fake)
+    opt_g.zero_grad(set_to_none=True)
+    scaler.scale(g_total).backward()
+    scaler.step(opt_g)
+    set_requires_grad(discs, True)
+    with autocast():
+        d_total, d_logs = method.discriminator_loss(batch, fake.detach())
+    opt_d.zero_grad(set_to_none=True)
+    scaler.scale(d_total).backward()
+    scaler.step(opt_d)
+    scaler.update()
+    return {**{k: float(v) for k, v in g_logs.items()}, **{k: float(v) for k, v in d_logs.items()}}
 
 
 class _LrFactor:
@@ -263,6 +280,19 @@ def parameter_hash(modules) -> str:
         for p in m.parameters():
             h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def _apply_recipe(t, opt_g, opt_d, sched_g, sched_d) -> None:
+    """After loading optimiser and scheduler states, follow the current config's lr, betas and schedule
+    (identical when unchanged; `--resume --set train.iterations=...` extends a run with the new schedule)."""
+    for opt, sched, lr in ((opt_g, sched_g, t.lr), (opt_d, sched_d, t.lr_d if t.lr_d is not None else t.lr)):
+        sched.lr_lambdas = [_LrFactor(t.iterations, t.decay_start) for _ in opt.param_groups]
+        sched.base_lrs = [lr for _ in opt.param_groups]
+        for g, fn in zip(opt.param_groups, sched.lr_lambdas):
+            g["initial_lr"] = lr
+            g["lr"] = lr * fn(sched.last_epoch)
+            g["betas"] = tuple(t.betas)
+        sched._last_lr = [g["lr"] for g in opt.param_groups]
 
 
 def _restore(ckpt, method, opt_g, opt_d, sched_g, sched_d, scaler, info) -> None:
@@ -345,8 +375,9 @@ class _Logger:
                 if k != "iteration":
                     self.tb.add_scalar(k if k in ("lr", "it_per_s") else f"loss/{k}", v, done)
         if self.bar is not None:
-            shown = [k for k in entry if k not in ("iteration", "lr", "it_per_s")][:4]
-            self.bar.update(self.task, info=" ".join(f"{k} {entry[k]:.3f}" for k in shown))
+            shown = [k for k in ("g_l1", "g_total", "d_total") if k in entry]
+            shown = shown or [k for k in entry if k not in ("iteration", "lr", "it_per_s")][:3]
+            self.bar.update(self.task, info=" ".join(f"{k.removeprefix('g_')} {entry[k]:.3f}" for k in shown))
 
     def close(self) -> None:
         if not self.enabled:
