@@ -191,6 +191,12 @@ def test_cli_errors(root, straight, tmp_path, run_cli):
     code, _, err = run_cli(*base, "--method", "patn", "--out", tmp_path / "c", "--pairs", bad)
     assert code == 2
     _one_line(err, "not in the Market root", "0009_c1s1_000001_01.jpg")
+    assert not (tmp_path / "c").exists()  # nothing written
+    code, _, err = run_cli(*base, "--method", "patn", "--out", tmp_path / "c", "--vgg-weights", tmp_path / "no.pth",
+                           "--set", "model.ngf=4", "--set", "model.n_blocks=1")  # fmt: skip
+    assert code == 2
+    _one_line(err, "VGG-19 weights file not found")
+    assert not (tmp_path / "c").exists()  # the model is built before the run folder is made
     code, _, err = run_cli(*base, "--method", "patn", "--out", tmp_path / "d", "--set", "train.lr=oops")
     assert code == 2
     _one_line(err, "bad configuration")

@@ -105,14 +105,10 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
         if ckpt is not None and ckpt["method"] != cfg.method:
             raise ReidaugError(f"checkpoint is for method {ckpt['method']!r}, not {cfg.method!r}")
         start = int(ckpt["iteration"]) if ckpt is not None else 0
-        if info.main:
-            if ckpt is None:
-                if (out / "checkpoints" / "latest.pt").is_file() and not overwrite:
-                    raise ReidaugError(f"{out} already holds a run; pass --resume to continue it or --overwrite")
-                check_output_dir(out, overwrite)
-            out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out / "config.yaml", to_yaml(cfg))
-        ddp.barrier(info)
+        if info.main and ckpt is None and not overwrite:  # checks only: nothing is written before the model builds
+            if (out / "checkpoints" / "latest.pt").is_file():
+                raise ReidaugError(f"{out} already holds a run; pass --resume to continue it or --overwrite")
+            check_output_dir(out, False)
 
         # Data: validated before anything heavy is built.
         ann = read_annotations(annotations or default_annotations(data_root))
@@ -132,6 +128,12 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
                 method.generator = ddp.convert_sync_bn(method.generator)
                 for k in list(method.discriminators):
                     method.discriminators[k] = ddp.convert_sync_bn(method.discriminators[k])
+        if info.main:
+            if ckpt is None:
+                check_output_dir(out, overwrite)
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "config.yaml", to_yaml(cfg))
+        ddp.barrier(info)
         channels_last = bool(t.channels_last) and dev.type == "cuda"
         if channels_last:
             method = method.to(memory_format=torch.channels_last)
