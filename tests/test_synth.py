@@ -284,18 +284,15 @@ def test_bad_config_values(override, message):
 
 def test_cli_writes_dataset_and_preview(run_cli, tmp_path):
     out, grid_png = tmp_path / "root", tmp_path / "grid.png"
+    sets = [*TINY, "preview.ids=3", "preview.per_id=2", "preview.scale=1"]
     code, stdout, err = run_cli(
-        "synth", "--out", out, "--preview", grid_png, "--quiet", *sum((["--set", s] for s in TINY), [])
+        "synth", "--out", out, "--preview", grid_png, "-q", *sum((["--set", s] for s in sets), [])
     )
     assert code == 0, err
-    assert len(images(out, "train")) > 0 and grid_png.is_file()
-    g = read_image(grid_png)
-    cfg = tiny()
-    rows = cfg.preview.ids if cfg.synth.train_ids + cfg.synth.test_ids >= cfg.preview.ids else None
-    assert g.shape[0] == cfg.preview.scale * (
-        (rows + 1) * (128 + 2) + 2
-    )  # identities + a distractor/junk row
-    assert g.shape[1] == cfg.preview.scale * (2 * cfg.preview.per_id * (64 + 2) + 2)
+    assert "11 identities" not in stdout and "6 identities" in stdout  # the summary table: train ids
+    assert len(images(out, "train")) > 0 and len(images(out, "query")) > 0
+    # 3 identities + a row of distractors/junk; each image shown plain and with its skeleton
+    assert read_image(grid_png).shape == (4 * (128 + 2) + 2, 2 * 2 * (64 + 2) + 2, 3)
 
 
 def test_cli_preview_alone_writes_only_the_grid(run_cli, tmp_path):
