@@ -163,7 +163,7 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
                              prefetch_factor=t.prefetch_factor, seed=t.seed)  # fmt: skip
         logger = _Logger(out, start, t, info.main and show_progress, enabled=info.main)
         fixed = _sample_batch(dataset, t) if info.main else None
-        last_ckpt = None
+        last_ckpt = batches = None
         try:
             batches = iter(loader)
             for it in range(start, t.iterations):
@@ -192,6 +192,8 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
                     callback(done, logs)
         finally:
             logger.close()
+            if hasattr(batches, "_shutdown_workers"):  # stop loader processes now, also when interrupted
+                batches._shutdown_workers()
         ddp.barrier(info)
         wrapped.restore()
         return TrainResult(out, t.iterations, last_ckpt, logger.history, wrapped.method)
