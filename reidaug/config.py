@@ -49,7 +49,7 @@ def load_config(schema: type[T], source: str | Path | None = None, overrides: li
         if overrides:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
         return OmegaConf.to_object(cfg)
-    except OmegaConfBaseException as e:
+    except (OmegaConfBaseException, TypeError, ValueError) as e:  # merges of mismatched containers raise TypeError
         raise ReidaugError(f"bad configuration: {_first_line(e)}") from None
 
 

@@ -12,6 +12,18 @@ from pathlib import Path
 from reidaug.errors import ReidaugError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _public(path: str | Path, mode: int) -> None:
+    """Give a temporary file or folder (created private by tempfile) the permissions of a normal one."""
+    with contextlib.suppress(FileNotFoundError):
+        os.chmod(path, mode & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
@@ -21,6 +33,7 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        _public(tmp, 0o666)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -38,15 +51,16 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def check_output_dir(out: str | Path, overwrite: bool) -> Path:
-    """Refuse an existing non-empty folder unless `overwrite`, which removes it."""
+def check_output_dir(out: str | Path, overwrite: bool, remove: bool = True) -> Path:
+    """Refuse an existing non-empty folder unless `overwrite`; with `remove`, delete it then."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ReidaugError(f"output {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise ReidaugError(f"output folder {out} exists and is not empty (pass --overwrite to replace it)")
-        shutil.rmtree(out)
+        if remove:
+            shutil.rmtree(out)
     return out
 
 
@@ -54,16 +68,22 @@ def check_output_dir(out: str | Path, overwrite: bool) -> Path:
 def staged_dir(out: str | Path, overwrite: bool = False):
     """Build a whole folder under a temporary sibling name and move it into place at the end.
 
-    An interrupted job leaves no folder at `out`, only a hidden `.out.partial-*` that the next run ignores.
+    An interrupted job leaves no folder at `out` (and, with `overwrite`, the old one intact), only a hidden
+    `.out.partial-*` that the next run ignores.
     """
-    out = check_output_dir(out, overwrite)
+    out = check_output_dir(out, overwrite, remove=False)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         yield tmp
+        _public(tmp, 0o777)
         if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
+            old = out.with_name(f".{out.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

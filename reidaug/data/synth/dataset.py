@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -173,18 +172,7 @@ def make_dataset(
         for k in EXECUTION_ONLY:  # how it ran, not what it made: the bytes must not depend on it
             conf["synth"].pop(k)
         atomic_write_text(tmp / "synth.json", json.dumps({"summary": summary, "config": conf}, indent=1))
-        _readable(tmp)
     return summary
-
-
-def _readable(root: Path) -> None:
-    """The staging folder and atomically written files are private (mkdtemp/mkstemp make 0700/0600); give
-    the root and its metadata files the permissions the user's umask gives new files."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(root, 0o777 & ~umask)
-    for p in [root / "synth.json", root / "identities.csv", *(root / "annotations").iterdir()]:
-        os.chmod(p, 0o666 & ~umask)
 
 
 def _collect(res, kps) -> None:
