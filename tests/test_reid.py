@@ -345,6 +345,8 @@ def test_reid_eval_end_to_end(run_cli, tiny_root, tmp_path):
     from reidaug.reid.run import reid_eval
 
     cfg = load_config(ReidConfig, Path(res["run_dir"]) / "config.yaml")
+    with pytest.raises(ReidaugError, match="holds a checkpoint"):
+        reid_eval(tiny_root, cfg, tmp_path / "other.json", run_dir=run, show_progress=False)
     again = reid_eval(tiny_root, cfg, out, resume=True, show_progress=False)
     assert again["history"] == res["history"] and again["mAP"] == pytest.approx(res["mAP"])
     assert "resumed from" in (run / "log.txt").read_text()

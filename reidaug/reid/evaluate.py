@@ -55,28 +55,34 @@ def evaluate_market(
         )
     if distmat.size == 0:
         raise ReidaugError(f"nothing to evaluate: {len(q_pids)} queries, {len(g_pids)} gallery images")
-    num_q = len(q_pids)
+    num_q, num_g = distmat.shape
     first = np.zeros(num_q, np.int64)  # 0-based position of the first true match in the kept ranking
     ap = np.zeros(num_q)
     valid = np.zeros(num_q, bool)
     for s in range(0, num_q, chunk):
         e = min(s + chunk, num_q)
         order = np.argsort(distmat[s:e], axis=1)
-        gp, gc = g_pids[order], g_camids[order]
-        match = gp == q_pids[s:e, None]
-        drop = match & (gc == q_camids[s:e, None])
+        gp = g_pids[order]
+        # matches are few per row: work on their (row, column) lists instead of full cumulative sums
+        mr, mc = np.nonzero(gp == q_pids[s:e, None])
+        same_cam = g_camids[order[mr, mc]] == q_camids[s + mr]
+        dropped = [mr[same_cam] * num_g + mc[same_cam]]  # flat indices of removed entries
         if junk_pid is not None:
-            drop |= gp == junk_pid
-        keep = ~drop
-        hit = match & keep
-        pos = np.cumsum(keep, axis=1)  # 1-based rank among kept entries
-        nhit = np.cumsum(hit, axis=1)
-        num_rel = nhit[:, -1]
-        precision = np.divide(nhit, pos, out=np.zeros(hit.shape), where=hit)
-        rows = np.arange(e - s)
-        first[s:e] = pos[rows, np.argmax(hit, axis=1)] - 1
-        ap[s:e] = precision.sum(axis=1) / np.maximum(num_rel, 1)
-        valid[s:e] = num_rel > 0
+            jr, jc = np.nonzero(gp == junk_pid)
+            dropped.append(jr * num_g + jc)
+        dropped = np.sort(np.concatenate(dropped))
+        hr, hc = mr[~same_cam], mc[~same_cam]  # true matches, row-major order
+        flat = hr * num_g + hc
+        n_before = np.searchsorted(dropped, flat) - np.searchsorted(dropped, hr * num_g)
+        pos = hc + 1 - n_before  # 1-based rank among kept entries
+        n_rows = e - s
+        num_rel = np.bincount(hr, minlength=n_rows)
+        row_start = np.concatenate([[0], np.cumsum(num_rel)[:-1]])
+        nhit = np.arange(len(hr)) - row_start[hr] + 1  # matches up to and including this one
+        ap[s:e] = np.bincount(hr, weights=nhit / pos, minlength=n_rows) / np.maximum(num_rel, 1)
+        has = num_rel > 0
+        first[s:e][has] = pos[row_start[has]] - 1
+        valid[s:e] = has
     nv = int(valid.sum())
     if nv == 0:
         raise ReidaugError(

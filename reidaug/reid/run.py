@@ -54,8 +54,12 @@ def reid_eval(
     if out_json.exists() and not (overwrite or resume):
         raise ReidaugError(f"output {out_json} exists (pass --overwrite to replace it)")
     run_dir = Path(run_dir) if run_dir else default_run_dir(out_json)
-    if not (resume and (run_dir / LAST).is_file()):
-        check_output_dir(run_dir, overwrite)
+    if overwrite:
+        check_output_dir(run_dir, overwrite=True)
+    elif (run_dir / LAST).is_file() and not resume:
+        raise ReidaugError(
+            f"{run_dir} holds a checkpoint: pass --resume to continue or --overwrite to restart"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     log = _logger(run_dir / "log.txt", show_progress)
     threads = torch.get_num_threads()

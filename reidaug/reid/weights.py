@@ -121,13 +121,13 @@ def init_weights(
         if not candidates:
             raise ReidaugError(
                 f"no torchvision ImageNet weights for backbone {backbone!r} "
-                f"(have: {', '.join(TORCHVISION_BACKBONES)}); pass weights=PATH"
+                f"(have: {', '.join(TORCHVISION_BACKBONES)}); pass --weights PATH"
             )
         found = [p for p in candidates if p.is_file()]
         if not found:
             raise ReidaugError(
                 f"ImageNet weights for {backbone} are not in torchvision's cache ({candidates[0]}); "
-                "no download is attempted: copy the file there or pass weights=PATH"
+                "no download is attempted: copy the file there or pass --weights PATH"
             )
         path = found[0]
     else:
