@@ -345,6 +345,8 @@ def test_reid_eval_end_to_end(run_cli, tiny_root, tmp_path):
     from reidaug.reid.run import reid_eval
 
     cfg = load_config(ReidConfig, Path(res["run_dir"]) / "config.yaml")
+    with pytest.raises(ReidaugError, match="would contain the dataset"):
+        reid_eval(tiny_root, cfg, tmp_path / "x.json", run_dir=tiny_root.parent, overwrite=True)
     with pytest.raises(ReidaugError, match="holds a checkpoint"):
         reid_eval(tiny_root, cfg, tmp_path / "other.json", run_dir=run, show_progress=False)
     again = reid_eval(tiny_root, cfg, out, resume=True, show_progress=False)

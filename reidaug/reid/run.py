@@ -54,6 +54,8 @@ def reid_eval(
     if out_json.exists() and not (overwrite or resume):
         raise ReidaugError(f"output {out_json} exists (pass --overwrite to replace it)")
     run_dir = Path(run_dir) if run_dir else default_run_dir(out_json)
+    if run_dir.resolve() == root.resolve() or run_dir.resolve() in root.resolve().parents:
+        raise ReidaugError(f"run folder {run_dir} would contain the dataset {root}; choose another --run-dir")
     if overwrite:
         check_output_dir(run_dir, overwrite=True)
     elif (run_dir / LAST).is_file() and not resume:
