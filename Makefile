@@ -4,7 +4,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo lint clean
+R      := $(VENV)/bin/reidaug
+DEMO   ?= demo-out
+
+.PHONY: install test demo lint clean reproduce-table6
 
 install: $(STAMP)
 
@@ -21,8 +24,38 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check reidaug tests benchmarks
 
-demo: install
-	$(VENV)/bin/reidaug demo
+# The whole pipeline on the synthetic dataset (each step skips what an earlier run finished).
+demo: install $(DEMO)/patn/.done
+	$(R) experiment --config experiments/demo
+	@echo "pictures: $(DEMO)/synth_preview.png (dataset), $(DEMO)/patn/samples/ (training),"
+	@echo "          $(DEMO)/experiment/examples.png (augmentation), $(DEMO)/experiment/map_vs_portion.png (result)"
+
+$(DEMO)/synth/synth.json: | install
+	$(R) synth --out $(DEMO)/synth --config synth/default --overwrite --preview $(DEMO)/synth_preview.png
+
+$(DEMO)/pairs.csv: $(DEMO)/synth/synth.json
+	$(R) pairs --annotations $(DEMO)/synth/annotations/train.csv --out $@ --overwrite
+
+$(DEMO)/patn/.done: $(DEMO)/pairs.csv
+	$(R) train --method patn --config methods/patn-demo --data $(DEMO)/synth --pairs $(DEMO)/pairs.csv \
+		--out $(DEMO)/patn --device cpu $(if $(wildcard $(DEMO)/patn/checkpoints/latest.pt),--resume)
+	touch $@
+
+# The paper's setting on a GPU machine: make reproduce-table6 MARKET=/path/Market-1501-v15.09.15 ANNOTATIONS=/path
+MARKET      ?=
+ANNOTATIONS ?=
+RUNS        ?= runs
+reproduce-table6: install
+	@test -n "$(MARKET)" -a -n "$(ANNOTATIONS)" || { echo "usage: make reproduce-table6 MARKET=... ANNOTATIONS=..."; exit 2; }
+	mkdir -p $(MARKET)/annotations
+	test -f $(MARKET)/annotations/train.csv || cp $(ANNOTATIONS)/market-annotation-train.csv $(MARKET)/annotations/train.csv
+	test -f $(MARKET)/annotations/test.csv || cp $(ANNOTATIONS)/market-annotation-test.csv $(MARKET)/annotations/test.csv
+	$(R) pairs --annotations $(MARKET)/annotations/train.csv --out $(RUNS)/market-pairs-train.csv --overwrite
+	for m in patn apatn; do \
+		$(R) train --method $$m --data $(MARKET) --pairs $(RUNS)/market-pairs-train.csv --out $(RUNS)/$$m \
+			$$(test -f $(RUNS)/$$m/checkpoints/latest.pt && echo --resume) || exit 1; done
+	$(R) experiment --config experiments/table6 --data $(MARKET) --out $(RUNS)/table6 \
+		--set generators.patn=$(RUNS)/patn/checkpoints/latest.pt --set generators.apatn=$(RUNS)/apatn/checkpoints/latest.pt
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache runs demo-out

@@ -29,6 +29,7 @@ COMMANDS: list[str] = [
     "generate",
     "augment",
     "reid-eval",
+    "experiment",
 ]
 
 
@@ -47,7 +48,10 @@ def _root(
 
 for _name in COMMANDS:
     _module = importlib.import_module(f"reidaug.commands.{_name.replace('-', '_')}")
-    app.command(_name, help=_module.command.__doc__)(_module.command)
+    _doc = _module.command.__doc__ or ""
+    _short = " ".join(_doc.split()).split(". ")[0].split(": ")[0]
+    _short = _short[: _short.rfind(" (")] if _short.count("(") > _short.count(")") else _short
+    app.command(_name, help=_doc, short_help=_short)(_module.command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -113,6 +113,8 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
         # Data: validated before anything heavy is built.
         ann = read_annotations(annotations or default_annotations(data_root))
         pair_df = load_pairs(pairs, ann)
+        # What the generator sees, for the leakage check of augment (notes 12.5).
+        data = {"pairs": len(pair_df), "images": sorted(set(pair_df["from"]) | set(pair_df["to"]))}
         dataset = PairDataset.from_pairs(pair_df, image_index(data_root), ann)
         if start >= t.iterations:
             raise ReidaugError(f"the checkpoint is at iteration {start}; train.iterations is {t.iterations}")
@@ -182,7 +184,7 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
                         _write_samples(method, fixed, out / "samples" / f"iter_{done:06d}.png", dev, autocast,
                                        channels_last)  # fmt: skip
                 if done % t.checkpoint_every == 0 or done == t.iterations:
-                    state = _state(cfg, done, wrapped, opt_g, opt_d, sched_g, sched_d, scaler, sampler, info)
+                    state = _state(cfg, done, wrapped, opt_g, opt_d, sched_g, sched_d, scaler, sampler, info, data)
                     if info.main:
                         last_ckpt = save_checkpoint(out / "checkpoints" / "latest.pt", state)
                         if done == t.iterations or (t.keep_every and done % t.keep_every == 0):
@@ -246,7 +248,7 @@ class _LrFactor:
         return lr_factor(step, self.iterations, self.decay_start)
 
 
-def _state(cfg, done, wrapped, opt_g, opt_d, sched_g, sched_d, scaler, sampler, info) -> dict:
+def _state(cfg, done, wrapped, opt_g, opt_d, sched_g, sched_d, scaler, sampler, info, data: dict) -> dict:
     """The checkpoint dict; RNG and image pools are gathered from every rank (a collective call), with a
     hash of every rank's parameters: DDP replicas must hold identical weights."""
     modules = [wrapped.generator, *wrapped.discriminators.values()]
@@ -272,6 +274,7 @@ def _state(cfg, done, wrapped, opt_g, opt_d, sched_g, sched_d, scaler, sampler, 
         "rng": [r["rng"] for r in per_rank],
         "sampler": {**sampler.state_dict(), "iteration": done},
         "replicas": replicas,
+        "data": data,
     }
 
 

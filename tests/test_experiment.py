@@ -1,0 +1,69 @@
+"""`reidaug experiment`: the cells of the sweep, skipping finished cells, and the report files."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from test_augment import SYNTH
+from tiny_market import TINY_PATN
+
+from reidaug.config import load_config
+from reidaug.data.market import read_split
+from reidaug.data.synth.config import SynthConfig
+from reidaug.data.synth.dataset import make_dataset
+from reidaug.errors import ReidaugError
+from reidaug.experiment import load_experiment, run_experiment
+from reidaug.train.config import load_method_config
+from reidaug.train.trainer import train
+
+REID = ["backbone=osnet_x0_25", "epochs=1", "batch_size=8", "height=32", "width=16", "scheduler=none",
+        "workers=0", "eval_batch_size=64"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("exp")
+    root = base / "market"
+    make_dataset(root, load_config(SynthConfig, "synth/default", SYNTH), show_progress=False)
+    cfg = load_method_config("patn", None, [*TINY_PATN, "train.iterations=1"])
+    ckpt = train(cfg, root, base / "run", show_progress=False).checkpoint
+    return root, ckpt, base
+
+
+def _cfg(root, ckpt, out, **kw):
+    sets = [f"data={root}", f"out={out}", "portions=[0.3,1.0]", "seeds=[0]", f"generators.patn={ckpt}",
+            "reid=[reid/default]", f"reid_overrides={REID}", "device=cpu", "augment.generate.num_workers=0",
+            "augment.generate.batch_size=16"]  # fmt: skip
+    return load_experiment("experiments/demo", sets + [f"{k}={v}" for k, v in kw.items()])
+
+
+def test_sweep_cells_report_and_rerun(setup):
+    root, ckpt, base = setup
+    out = base / "exp1"
+    paths = run_experiment(_cfg(root, ckpt, out), show_progress=False)
+    res = pd.read_csv(paths["csv"])
+    # p = 0.3: reduced (none) and augmented (patn); p = 1.0: the full real set
+    assert sorted(zip(res.generator, res.portion)) == [("full", 1.0), ("none", 0.3), ("patn", 0.3)]
+    n = len(read_split(root, "train"))
+    ntrain = dict(zip(res.generator, res.n_train))
+    assert ntrain["full"] == n == ntrain["patn"] and ntrain["none"] == round(0.3 * n)
+    assert "| none | osnet_x0_25 (softmax) |" in paths["table"].read_text()
+    assert paths["plot"].is_file() and paths["examples"].is_file()
+    # a rerun skips finished cells: their metrics files are not rewritten
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*/metrics.json")}
+    run_experiment(_cfg(root, ckpt, out), show_progress=False)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    cell = json.loads(next((out / "cells").glob("patn_*/cell.json")).read_text())
+    assert cell["generator"] == "patn" and cell["portion"] == 0.3
+
+
+def test_bad_experiment_configs(setup, tmp_path):
+    root, ckpt, _ = setup
+    with pytest.raises(ReidaugError, match="not found"):
+        run_experiment(_cfg(root, tmp_path / "missing.pt", tmp_path / "o"), show_progress=False)
+    with pytest.raises(ReidaugError, match="reserved"):
+        run_experiment(load_experiment("experiments/demo", [f"data={root}", f"generators.none={ckpt}"]))
+    with pytest.raises(ReidaugError, match="not a folder"):
+        run_experiment(load_experiment("experiments/demo", [f"data={tmp_path / 'nope'}"]))
