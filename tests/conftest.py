@@ -11,6 +11,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("REIDAUG_SHARED", ROOT.parent / "shared")) / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: the tests' tiny CPU kernels run fastest so, and far faster on a shared machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def market_keypoints() -> Path:
     d = SHARED / "market1501-keypoints"

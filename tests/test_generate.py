@@ -26,13 +26,6 @@ from reidaug.utils.io import file_sha256
 TORCHREID_MARKET = re.compile(r"([-\d]+)_c(\d)")  # torchreid Market1501.process_dir, searched in the full path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):

@@ -26,14 +26,6 @@ def vgg_state(seed: int = 0) -> dict[str, torch.Tensor]:
             "classifier.6.bias": torch.zeros(1000)}  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small CPU kernels: one intra-op thread is faster, and far faster on a shared, loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # -- adversarial -----------------------------------------------------------------------------------------------
 def test_bce_with_logits_equals_bce_on_sigmoid():

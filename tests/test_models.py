@@ -66,14 +66,6 @@ def batch(seed: int = 0, size: tuple[int, int] = (H, W)) -> dict[str, torch.Tens
     return {"src_img": image(), "tgt_img": image(), "src_kp": kp, "tgt_kp": kp.flip(0)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small CPU kernels: one intra-op thread is faster, and far faster on a shared, loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # -- blocks ------------------------------------------------------------------------------------------------------
 def test_block_shapes():

@@ -61,14 +61,6 @@ def tiny_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, two OpenMP threads spin and run many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # -- Circle loss --------------------------------------------------------------------------------------------------
 def test_circle_loss_matches_hand_computed_value():

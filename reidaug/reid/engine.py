@@ -227,25 +227,32 @@ class SoftmaxEngine(ReidEngineMixin, reid.engine.ImageSoftmaxEngine):
         return {"loss": loss.item(), "acc": reid.metrics.accuracy(outputs, pids)[0].item()}
 
 
+def metric_plus_softmax_step(engine, data, metric, weight_metric: float, key: str, cross_entropy,
+                             weight_x: float) -> dict:  # fmt: skip
+    """One step of `weight_metric * metric(features) + weight_x * cross_entropy(logits)` (either may be 0)."""
+    imgs, pids = engine.to_device(*engine.parse_data_for_train(data))
+    summary, loss = {}, 0.0
+    with engine.autocast():
+        outputs, features = engine.model(imgs)
+        if weight_metric > 0:
+            loss_m = engine.compute_loss(metric, features.float(), pids)
+            loss = loss + weight_metric * loss_m
+            summary[key] = loss_m.item()
+        if weight_x > 0:
+            loss_x = engine.compute_loss(cross_entropy, outputs, pids)
+            loss = loss + weight_x * loss_x
+            summary["loss_x"] = loss_x.item()
+            summary["acc"] = reid.metrics.accuracy(outputs, pids)[0].item()
+    engine.step(loss)
+    return summary
+
+
 class TripletEngine(ReidEngineMixin, reid.engine.ImageTripletEngine):
     """Batch-hard triplet loss on features + cross-entropy on logits (weights weight_t, weight_x)."""
 
     def forward_backward(self, data):
-        imgs, pids = self.to_device(*self.parse_data_for_train(data))
-        summary, loss = {}, 0.0
-        with self.autocast():
-            outputs, features = self.model(imgs)
-            if self.weight_t > 0:
-                loss_t = self.compute_loss(self.criterion_t, features.float(), pids)
-                loss = loss + self.weight_t * loss_t
-                summary["loss_t"] = loss_t.item()
-            if self.weight_x > 0:
-                loss_x = self.compute_loss(self.criterion_x, outputs, pids)
-                loss = loss + self.weight_x * loss_x
-                summary["loss_x"] = loss_x.item()
-                summary["acc"] = reid.metrics.accuracy(outputs, pids)[0].item()
-        self.step(loss)
-        return summary
+        return metric_plus_softmax_step(self, data, self.criterion_t, self.weight_t, "loss_t", self.criterion_x,
+                                        self.weight_x)  # fmt: skip
 
 
 class CircleEngine(ReidEngineMixin, reid.engine.Engine):
@@ -263,21 +270,8 @@ class CircleEngine(ReidEngineMixin, reid.engine.Engine):
         )
 
     def forward_backward(self, data):
-        imgs, pids = self.to_device(*self.parse_data_for_train(data))
-        summary, loss = {}, 0.0
-        with self.autocast():
-            outputs, features = self.model(imgs)
-            if self.weight_c > 0:
-                loss_c = self.compute_loss(self.criterion_c, features, pids)
-                loss = loss + self.weight_c * loss_c
-                summary["loss_c"] = loss_c.item()
-            if self.weight_x > 0:
-                loss_x = self.compute_loss(self.criterion_x, outputs, pids)
-                loss = loss + self.weight_x * loss_x
-                summary["loss_x"] = loss_x.item()
-                summary["acc"] = reid.metrics.accuracy(outputs, pids)[0].item()
-        self.step(loss)
-        return summary
+        return metric_plus_softmax_step(self, data, self.criterion_c, self.weight_c, "loss_c", self.criterion_x,
+                                        self.weight_x)  # fmt: skip
 
 
 ENGINES = {"softmax": SoftmaxEngine, "triplet": TripletEngine, "circle": CircleEngine}
