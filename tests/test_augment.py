@@ -144,3 +144,17 @@ def test_cli_errors(root, run_cli, tmp_path):
     assert not (tmp_path / "o").exists()
     ann = read_annotations(root / "annotations" / "train.csv")
     assert len(ann) == len(read_split(root, "train"))
+
+
+def test_torchreid_reads_reduced_and_augmented_roots(root, built):
+    """torchreid's own Market1501 class and our registered dataset both read the roots augment writes."""
+    from reidaug.reid._torchreid import reid
+    from reidaug.reid.dataset import NAME, register, torchreid_market1501
+
+    register()
+    for sub, n_train in (("reduced", built.kept), ("augmented", built.kept + built.generated)):
+        own = torchreid_market1501(built.out / sub)
+        ours = reid.data.datasets.init_image_dataset(NAME, root=str(built.out / sub), mode="train", split_id=0)
+        assert len(own.train) == len(ours.train) == n_train
+        assert own.num_train_pids == ours.num_train_pids == read_split(root, "train").pid.nunique()
+        assert len(own.query) == len(read_split(root, "query"))

@@ -30,6 +30,6 @@ def command(
         overrides.append(f"out={out}")
     cfg = load_experiment(config, overrides)
     paths = run_experiment(cfg, show_progress=not no_progress)
-    console.print(paths["table"].read_text())
+    print(paths["table"].read_text())  # plain stdout: a Markdown table must not be wrapped
     for what, path in paths.items():
         console.print(f"  {what:9s} {path}")
