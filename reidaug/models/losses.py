@@ -137,7 +137,8 @@ class ImagePool:
     Until `size` samples are stored, each incoming sample is stored and returned; afterwards, with
     probability 1/2, a random stored sample is returned and replaced by the incoming one, otherwise the
     incoming one is returned. `size` 0 returns the input unchanged. Draws use `generator` (CPU torch
-    generator) or torch's global RNG. Not saved in checkpoints (as in the reference code).
+    generator) or torch's global RNG. The trainer saves its contents in checkpoints (unlike the reference code),
+    so that a resumed run continues exactly.
     """
 
     def __init__(self, size: int = 50, generator: torch.Generator | None = None):
