@@ -11,7 +11,7 @@ OUT/
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -39,12 +39,6 @@ class ExperimentConfig:
 
 def _cell_name(gen: str, reid_cfg, p: float, seed: int) -> str:
     return f"{gen}_{reid_cfg.backbone}_{reid_cfg.loss}_p{p:g}_s{seed}"
-
-
-def _augment_cfg(cfg: ExperimentConfig, p: float, seed: int) -> AugmentConfig:
-    from dataclasses import replace
-
-    return replace(cfg.augment, portion=p, seed=seed)
 
 
 def reduced_root(data: Path, out: Path, acfg: AugmentConfig) -> Path:
@@ -75,8 +69,6 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> dict
     out.mkdir(parents=True, exist_ok=True)
 
     def cell(gen: str, root: Path, rcfg, p: float, seed: int) -> None:
-        from dataclasses import replace
-
         d = out / "cells" / _cell_name(gen, rcfg, p, seed)
         if (d / "metrics.json").is_file():
             return
@@ -93,7 +85,7 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> dict
                 for _, rcfg in reid_cfgs:
                     cell(FULL, data, rcfg, p, seed)
                 continue
-            acfg = _augment_cfg(cfg, p, seed)
+            acfg = replace(cfg.augment, portion=p, seed=seed)
             roots = {NONE: reduced_root(data, out / "augment" / NONE / f"p{p:g}_s{seed}", acfg)}
             for label, ckpt in cfg.generators.items():
                 r = augment(data, out / "augment" / label / f"p{p:g}_s{seed}", ckpt, acfg, device=cfg.device,

@@ -347,35 +347,16 @@ def draw_person(
         c = col(who.backpack)
         bw_, bh = body.backpack_size[0] * t * bw, body.backpack_size[1] * t
         centre = _lerp(p[NECK], mid_hip, g.chest + g.logo_drop)
+        def pack(c0, r_top: float, r_bottom: float) -> None:
+            """A rounded box of height bh around c0: the hull of a top and a bottom circle."""
+            dy = bh / 2 - bw_ * g.backpack_round
+            canvas.poly(_hull(np.concatenate([_circle_pts(c0 + [-dy, 0], bw_ * r_top),
+                                              _circle_pts(c0 + [dy, 0], bw_ * r_bottom)])), c)  # fmt: skip
+
         if where == "back":
-            canvas.poly(
-                _hull(
-                    np.concatenate(
-                        [
-                            _circle_pts(centre + [-bh / 2 + bw_ * g.backpack_round, 0], bw_ * g.backpack_top),
-                            _circle_pts(
-                                centre + [bh / 2 - bw_ * g.backpack_round, 0], bw_ * g.backpack_bottom
-                            ),
-                        ]
-                    )
-                ),
-                c,
-            )
+            pack(centre, g.backpack_top, g.backpack_bottom)
         elif where == "side":
-            off = centre - fwd * (m_sh + bw_ * g.backpack_depth)
-            canvas.poly(
-                _hull(
-                    np.concatenate(
-                        [
-                            _circle_pts(off + [-bh / 2 + bw_ * g.backpack_round, 0], bw_ * g.backpack_side),
-                            _circle_pts(
-                                off + [bh / 2 - bw_ * g.backpack_round, 0], bw_ * g.backpack_side_bottom
-                            ),
-                        ]
-                    )
-                ),
-                c,
-            )
+            pack(centre - fwd * (m_sh + bw_ * g.backpack_depth), g.backpack_side, g.backpack_side_bottom)
         else:  # straps over the shoulders
             for s in (R_SHO, L_SHO):
                 canvas.line(
