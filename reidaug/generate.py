@@ -124,8 +124,7 @@ def generate_images(method, jobs: pd.DataFrame, data_root: str | Path, annotatio
     checkpoint_sha256, seed, ...) is added to every manifest row. `on_batch(k)` runs after batch k is queued.
     """
     from reidaug.train.data import PairDataset, image_index, make_loader, to_device
-    from reidaug.train.ddp import resolve_device
-    from reidaug.train.trainer import seed_all
+    from reidaug.utils.runtime import resolve_device, seed_all
 
     cfg = cfg or GenerateConfig()
     extra = dict(manifest_extra or {})

@@ -90,21 +90,6 @@ def build_backend(cfg: PoseConfig) -> PoseBackend:
     return importlib.import_module(BACKENDS[name]).build(cfg)
 
 
-def resolve_device(device: str) -> str:
-    """`auto` -> cuda when available, else cpu; anything else checked against torch."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise ReidaugError(f"unknown device {device!r} (auto, cpu, cuda, cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ReidaugError(f"device {device} requested but CUDA is not available")
-    return str(dev)
-
-
 @dataclass
 class PoseSummary:
     backend: str

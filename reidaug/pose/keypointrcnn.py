@@ -93,6 +93,6 @@ class KeypointRCNN:
 
 
 def build(cfg: PoseConfig) -> KeypointRCNN:
-    from reidaug.pose.base import resolve_device
+    from reidaug.utils.runtime import resolve_device
 
-    return KeypointRCNN(cfg.keypointrcnn, resolve_device(cfg.device))
+    return KeypointRCNN(cfg.keypointrcnn, str(resolve_device(cfg.device)))

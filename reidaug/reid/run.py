@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from reidaug.config import to_dict, to_yaml
@@ -25,6 +23,7 @@ from reidaug.reid.engine import ENGINES, LAST, torchreid_prints_to
 from reidaug.reid.weights import init_weights, load_checkpoint
 from reidaug.utils.io import atomic_write_text, check_output_dir
 from reidaug.utils.progress import console, progress
+from reidaug.utils.runtime import resolve_device, seed_all
 
 METRIC_KEYS = ("mAP", "rank1", "rank5", "rank10")
 # fields that may differ between a run and its resumption
@@ -81,8 +80,8 @@ def reid_eval(
 
 def _run(root: Path, cfg: ReidConfig, out_json: Path, run_dir: Path, resume: bool, show: bool, log) -> dict:
     t_start = time.time()
-    use_gpu = _use_gpu(cfg.device)
-    _seed_everything(cfg.seed)
+    use_gpu = resolve_device(cfg.device).type == "cuda"
+    seed_all(cfg.seed)  # python: torchreid's RandomIdentitySampler; torch: init, transforms, workers
     train = rd.read_market_split(root, "train")
     _check_batches(cfg, train)
     atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
@@ -239,18 +238,6 @@ def _check_resumable(state: dict, cfg: ReidConfig) -> None:
         diff = sorted(k for k in now if saved.get(k) != now[k])
         if diff:
             raise ReidaugError(f"cannot resume: the configuration changed ({', '.join(diff)})")
-
-
-def _use_gpu(device: str) -> bool:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ReidaugError("device cuda requested but no GPU is available")
-    return device == "cuda" or (device == "auto" and torch.cuda.is_available())
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)  # torchreid's RandomIdentitySampler
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # model init, transforms, DataLoader worker seeds
 
 
 def _logger(path: Path, to_console: bool) -> logging.Logger:

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from reidaug.errors import ReidaugError
+from reidaug.utils.runtime import resolve_device
 
 
 @dataclass
@@ -35,16 +35,6 @@ class DistInfo:
     @property
     def main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(pref: str = "auto", local_rank: int = 0) -> torch.device:
-    if pref not in ("auto", "cpu", "cuda"):
-        raise ReidaugError(f"--device must be auto, cpu or cuda, got {pref!r}")
-    if pref == "cuda" and not torch.cuda.is_available():
-        raise ReidaugError("--device cuda requested but no CUDA device is available")
-    if pref == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank % torch.cuda.device_count())
 
 
 def setup(device_pref: str = "auto") -> DistInfo:

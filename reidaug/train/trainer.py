@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from reidaug.train.checkpoint import (
 from reidaug.train.config import lr_factor
 from reidaug.train.data import IterationSampler, PairDataset, image_index, make_loader, to_device
 from reidaug.utils.io import atomic_write_text, check_output_dir
+from reidaug.utils.runtime import seed_all
 
 
 @dataclass
@@ -50,12 +50,6 @@ class TrainResult:
     checkpoint: Path | None
     history: list[dict] = field(default_factory=list)  # the JSONL entries this call wrote (rank 0)
     method: object = None  # the trained GANMethod (unwrapped), e.g. to generate in the same process
-
-
-def seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)  # also seeds every CUDA device
 
 
 def default_annotations(root: str | Path, split: str = "train") -> Path:
