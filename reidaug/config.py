@@ -12,7 +12,7 @@ from typing import TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from reidaug.errors import ReidaugError
+from reidaug.errors import ReidaugError, first_line
 
 T = TypeVar("T")
 
@@ -30,18 +30,22 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     raise ReidaugError(f"config not found: {name_or_path} (looked in . and {CONFIG_DIR})")
 
 
-def load_config(schema: type[T], source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """Merge schema defaults <- YAML file <- `a.b=c` overrides and return a typed schema instance."""
+def load_config(schema: type[T], source: str | Path | dict | None = None,
+                overrides: list[str] | tuple[str, ...] = ()) -> T:  # fmt: skip
+    """Merge schema defaults <- YAML file (or a plain dict, e.g. from a checkpoint) <- `a.b=c` overrides and
+    return a typed schema instance."""
     if not is_dataclass(schema):
         raise TypeError(f"{schema!r} is not a dataclass")
     try:
         cfg = OmegaConf.structured(schema)
-        if source is not None:
+        if isinstance(source, dict):
+            cfg = OmegaConf.merge(cfg, OmegaConf.create(source))
+        elif source is not None:
             path = resolve_config_path(source)
             try:
                 loaded = OmegaConf.load(path)
             except Exception as e:  # yaml errors carry multi-line context
-                raise ReidaugError(f"cannot parse config {path}: {str(e).splitlines()[0]}") from None
+                raise ReidaugError(f"cannot parse config {path}: {first_line(e)}") from None
             cfg = OmegaConf.merge(cfg, loaded)
         for item in overrides:
             if "=" not in item:
@@ -50,7 +54,7 @@ def load_config(schema: type[T], source: str | Path | None = None, overrides: li
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
         return OmegaConf.to_object(cfg)
     except (OmegaConfBaseException, TypeError, ValueError) as e:  # merges of mismatched containers raise TypeError
-        raise ReidaugError(f"bad configuration: {_first_line(e)}") from None
+        raise ReidaugError(f"bad configuration: {first_line(e)}") from None
 
 
 def to_dict(cfg) -> dict:
@@ -60,8 +64,3 @@ def to_dict(cfg) -> dict:
 
 def to_yaml(cfg) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def _first_line(e: Exception) -> str:
-    msg = str(e).strip().splitlines()
-    return msg[0] if msg else type(e).__name__

@@ -29,7 +29,7 @@ import torch
 
 from reidaug.data.keypoints import Annotations
 from reidaug.data.market import format_name, is_market_name, parse_name
-from reidaug.errors import ReidaugError, offenders
+from reidaug.errors import ReidaugError, first_line, offenders
 from reidaug.utils.io import atomic_write_text
 
 JOB_COLUMNS = ["out_name", "source", "target_pose_from"]
@@ -233,7 +233,7 @@ def load_generator(checkpoint: str | Path, method_name: str | None = None, ckpt:
     try:
         method.generator.load_state_dict(ckpt["models"]["generator"])
     except RuntimeError as e:
-        raise ReidaugError(f"checkpoint weights do not fit {name}: {str(e).strip().splitlines()[0][:200]}") from None
+        raise ReidaugError(f"checkpoint weights do not fit {name}: {first_line(e)}") from None
     return method.eval(), ckpt
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from reidaug.data.keypoints import MISSING, TORSO, Annotations
-from reidaug.errors import ReidaugError
+from reidaug.errors import ReidaugError, first_line
 
 COLUMNS = ["from", "to"]
 EXCLUDED_PREFIXES = ("-1", "0000")  # junk, distractor
@@ -156,7 +156,7 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)
     except pd.errors.ParserError as e:
-        raise ReidaugError(f"{path}: malformed CSV: {str(e).strip().splitlines()[0]}") from None
+        raise ReidaugError(f"{path}: malformed CSV: {first_line(e)}") from None
     empty = (df["from"] == "") | (df["to"] == "")
     if empty.any():
         raise ReidaugError(

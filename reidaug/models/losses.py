@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reidaug.errors import ReidaugError
+from reidaug.errors import ReidaugError, first_line
 from reidaug.models.blocks import check_choice
 
 GAN_MODES = ("bce", "lsgan")
@@ -78,7 +78,7 @@ def load_vgg19_relu1_2(weights: str) -> dict[str, torch.Tensor] | None:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ReidaugError(f"cannot read VGG-19 weights {path}: {str(e).splitlines()[0]}") from None
+            raise ReidaugError(f"cannot read VGG-19 weights {path}: {first_line(e)}") from None
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
     if not isinstance(state, dict):

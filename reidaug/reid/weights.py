@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from reidaug.errors import ReidaugError
+from reidaug.errors import ReidaugError, first_line
 from reidaug.utils.io import atomic_path
 
 # torchreid backbone -> (torchvision architecture, its weights enum); the ResNet family shares layer names.
@@ -80,7 +80,7 @@ def load_checkpoint(path: str | Path, trusted: bool = False, map_location="cpu")
         pass
     except Exception as e:
         raise ReidaugError(
-            f"cannot read weights {path}: {type(e).__name__}: {str(e).splitlines()[0]}"
+            f"cannot read weights {path}: {type(e).__name__}: {first_line(e)}"
         ) from None
     unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     allowed = _numpy_globals(unsafe)

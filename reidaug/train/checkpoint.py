@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reidaug.errors import ReidaugError
+from reidaug.errors import ReidaugError, first_line
 from reidaug.utils.io import atomic_path
 
 FORMAT = "reidaug-gan-checkpoint/1"
@@ -97,7 +97,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise ReidaugError(f"cannot read checkpoint {path}: {str(e).strip().splitlines()[0][:200]}") from None
+        raise ReidaugError(f"cannot read checkpoint {path}: {first_line(e)}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ReidaugError(f"{path} is not a reidaug training checkpoint")
     return ckpt

@@ -86,17 +86,7 @@ def load_method_config(name: str, source: str | Path | None = None, overrides=()
 
 def config_from_dict(name: str, data: dict, overrides=()):
     """A method config from a checkpoint's plain dict (plus overrides)."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    schema = method_config_schema(name)
-    try:
-        cfg = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(data))
-        if overrides:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-        cfg = OmegaConf.to_object(cfg)
-    except OmegaConfBaseException as e:
-        raise ReidaugError(f"bad configuration: {str(e).strip().splitlines()[0]}") from None
+    cfg = load_config(method_config_schema(name), data, overrides)
     check_method_config(cfg, name)
     return cfg
 

@@ -27,7 +27,7 @@ import torch
 
 from reidaug import __version__
 from reidaug.config import to_dict, to_yaml
-from reidaug.errors import ReidaugError
+from reidaug.errors import ReidaugError, first_line
 from reidaug.train import ddp
 from reidaug.train.checkpoint import (
     load_checkpoint,
@@ -325,7 +325,7 @@ def load_models(method, ckpt: dict) -> None:
         for k, d in method.discriminators.items():
             d.load_state_dict(saved[k])
     except RuntimeError as e:
-        raise ReidaugError(f"checkpoint weights do not fit the model: {str(e).strip().splitlines()[0][:200]}") from None
+        raise ReidaugError(f"checkpoint weights do not fit the model: {first_line(e)}") from None
 
 
 class _Logger:
