@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from reidaug.augment.build import AugmentConfig, augment, split, write_root
+from reidaug.augment.build import AugmentConfig, augment, kept_split, write_root
 from reidaug.config import load_config
+from reidaug.data.market import check_root
 from reidaug.errors import ReidaugError
 from reidaug.report import FULL, NONE, RESULT_COLUMNS, write_report
 from reidaug.utils.io import atomic_write_text
@@ -43,10 +44,7 @@ def _cell_name(gen: str, reid_cfg, p: float, seed: int) -> str:
 
 def reduced_root(data: Path, out: Path, acfg: AugmentConfig) -> Path:
     """M_p^R alone (the 'none' row): the same split augment makes for this portion and seed."""
-    from reidaug.data.keypoints import read_annotations
-
-    ann = read_annotations(data / "annotations" / "train.csv")
-    train, kept, _ = split(data, ann, acfg)
+    train, kept = kept_split(data, acfg)
     files = {n: Path(p).resolve() for n, p in zip(train.name[kept], train.path[kept])}
     return write_root(out, data, files)
 
@@ -58,6 +56,7 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> dict
     data, out = Path(cfg.data), Path(cfg.out)
     if not data.is_dir():
         raise ReidaugError(f"experiment data {data} is not a folder (set data: in the config or --data)")
+    check_root(data, ("train",))
     if NONE in cfg.generators or FULL in cfg.generators:
         raise ReidaugError(f"generator labels '{NONE}' and '{FULL}' are reserved")
     for label, ckpt in cfg.generators.items():
@@ -122,13 +121,14 @@ def write_examples(out: Path, data: Path, rows: int = 6) -> Path | None:
     """examples.png: source | target pose | generated | the real image it replaces, for a few jobs."""
     from reidaug.data.images import grid, read_image, write_image
     from reidaug.data.keypoints import pose_image, read_annotations
+    from reidaug.data.market import annotation_path
 
     found = sorted((out / "augment").glob("*/p*_s*/jobs.csv"))
     found = [f for f in found if f.parent.parent.name != NONE]
     if not found:
         return None
     jobs = pd.read_csv(found[0], keep_default_na=False).head(rows)
-    ann = read_annotations(data / "annotations" / "train.csv")
+    ann = read_annotations(annotation_path(data))
     train_dir = data / "bounding_box_train"
     tiles = []
     for j in jobs.itertuples():

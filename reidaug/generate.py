@@ -8,17 +8,21 @@ generated name never collides with a real one), and FFFFFF_BB is the job's runni
 of the pairs file (row 0 -> `_000000_00`); other callers of `generate_images` pick their own names (for
 example `generated_name(source, n, sequence=9)` for a second batch in the same folder).
 
+A job is one output image: `out_name`, its sources `source` (and `source_1` ... `source_{M-1}` for a
+generator that takes M > 1 sources) and `target_pose_from` (the image whose keypoints give the pose). The
+generator is the checkpoint's inference module alone (reidaug.models.checkpoint.load_generator): generation
+never builds a discriminator or a loss network and needs no loss setting.
+
 Resumable and idempotent: an image is written under a temporary name and renamed, images that exist are
 skipped, stale temporary files of an interrupted run are removed, and a marker file records the method and
 checkpoint so a folder is never completed with another model. `manifest.csv` (name, pid, camid, source,
-target_pose_from, method, checkpoint_sha256, seed) is rewritten atomically at the end; rows of earlier calls
-for other names are kept (deduplicated by name).
+[source_1, ...], target_pose_from, method, checkpoint_sha256, seed) is rewritten atomically at the end; rows of
+earlier calls for other names are kept (deduplicated by name).
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,7 +33,8 @@ import torch
 
 from reidaug.data.keypoints import Annotations
 from reidaug.data.market import format_name, is_market_name, parse_name
-from reidaug.errors import ReidaugError, first_line, offenders
+from reidaug.errors import ReidaugError, offenders
+from reidaug.models.checkpoint import load_generator
 from reidaug.utils.io import atomic_write_text
 
 JOB_COLUMNS = ["out_name", "source", "target_pose_from"]
@@ -43,8 +48,10 @@ class GenerateConfig:
     batch_size: int = 64
     num_workers: int = 4  # DataLoader processes decoding source images
     writer_threads: int = 4  # threads encoding and writing images while the model runs
-    amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
+    amp: bool = True  # autocast on CUDA (ignored on the CPU)
+    amp_dtype: str = "bf16"  # bf16 | fp16
     channels_last: bool = True  # CUDA only
+    sources: int | None = None  # M sources per image (None: the checkpoint's model.num_sources)
     jpeg_quality: int = 95
     seed: int = 0  # seeds torch before generating (eval mode: the models themselves draw nothing)
 
@@ -65,18 +72,36 @@ def generated_name(source: str, number: int, sequence: int = GENERATED_SEQUENCE,
     return format_name(src.pid, src.camid, sequence, number % 1_000_000, number // 1_000_000, ext)
 
 
-def jobs_from_pairs(pairs: pd.DataFrame, start: int = 0) -> pd.DataFrame:
-    """One job per pair row: the `from` image in the pose of `to`, named by its row number."""
-    bad = [n for n in pairs["from"] if not is_market_name(n)]
+def job_source_columns(m: int) -> list[str]:
+    """`source`, `source_1`, ..., `source_{m-1}`: the source columns of jobs and manifests for M = m."""
+    return ["source"] + [f"source_{i}" for i in range(1, m)]
+
+
+def jobs_source_count(jobs: pd.DataFrame) -> int:
+    m = 1
+    while f"source_{m}" in jobs.columns:
+        m += 1
+    return m
+
+
+def jobs_from_pairs(pairs: pd.DataFrame, start: int = 0, num_sources: int = 1) -> pd.DataFrame:
+    """One job per pairs/tuples row: its first `num_sources` sources in the pose of `to`, named by row number."""
+    from reidaug.data.pairs import source_names
+
+    src = source_names(pairs, num_sources)
+    bad = [n for n in src[:, 0] if not is_market_name(n)]
     if bad:
         raise ReidaugError(f"{len(bad)} source names are not Market names: {offenders(bad)}")
-    names = [generated_name(s, start + i) for i, s in enumerate(pairs["from"])]
-    return pd.DataFrame({"out_name": names, "source": pairs["from"].to_numpy(), "target_pose_from": pairs["to"].to_numpy()})
+    jobs = pd.DataFrame({"out_name": [generated_name(s, start + i) for i, s in enumerate(src[:, 0])]})
+    for j, col in enumerate(job_source_columns(num_sources)):
+        jobs[col] = src[:, j].astype(str)
+    jobs["target_pose_from"] = pairs["to"].to_numpy()
+    return jobs
 
 
 def check_jobs(jobs: pd.DataFrame, paths: dict[str, str], ann: Annotations) -> None:
     """Every problem of a job table as one error line, before anything is generated."""
-    from reidaug.train.data import check_names
+    from reidaug.data.samples import check_names
 
     missing = [c for c in JOB_COLUMNS if c not in jobs.columns]
     if missing:
@@ -88,7 +113,8 @@ def check_jobs(jobs: pd.DataFrame, paths: dict[str, str], ann: Annotations) -> N
     dup = names[names.duplicated()].unique().tolist()
     if dup:
         raise ReidaugError(f"{len(dup)} output names are used twice: {offenders(dup)}")
-    check_names(list(jobs["source"]), list(jobs["target_pose_from"]), paths, ann)
+    src = jobs[job_source_columns(jobs_source_count(jobs))].to_numpy(dtype=object)
+    check_names(src.ravel().tolist(), list(jobs["target_pose_from"]), paths, ann)
 
 
 def clean_stale(out_dir: Path) -> int:
@@ -113,17 +139,18 @@ def _check_marker(out_dir: Path, extra: dict, overwrite: bool) -> None:
     atomic_write_text(path, json.dumps({k: extra.get(k) for k in keys}) + "\n")
 
 
-def generate_images(method, jobs: pd.DataFrame, data_root: str | Path, annotations: Annotations,
+def generate_images(generator, jobs: pd.DataFrame, data_root: str | Path, annotations: Annotations,
                     out_dir: str | Path, cfg: GenerateConfig | None = None, *, device="auto",
                     manifest_extra: dict | None = None, overwrite: bool = False, show_progress: bool = True,
                     on_batch=None, paths: dict[str, str] | None = None) -> GenerateResult:  # fmt: skip
-    """Generate `jobs` (out_name, source, target_pose_from) with `method` (a GANMethod) into `out_dir`.
+    """Generate `jobs` (out_name, source[, source_1 ...], target_pose_from) with `generator` (a PoseGenerator,
+    see reidaug.models.method) into `out_dir`.
 
-    The source image is read from `data_root`; source and target keypoints come from `annotations` (so a
-    target pose may be any annotated image). Finished images are skipped; `manifest_extra` (method,
+    Source images are read from `data_root`; source and target keypoints come from `annotations` (so a target
+    pose may be any annotated image). Finished images are skipped; `manifest_extra` (method,
     checkpoint_sha256, seed, ...) is added to every manifest row. `on_batch(k)` runs after batch k is queued.
     """
-    from reidaug.train.data import PairDataset, image_index, make_loader, to_device
+    from reidaug.data.samples import SampleDataset, image_index, make_loader
     from reidaug.utils.runtime import resolve_device, seed_all
 
     cfg = cfg or GenerateConfig()
@@ -131,6 +158,9 @@ def generate_images(method, jobs: pd.DataFrame, data_root: str | Path, annotatio
     paths = paths if paths is not None else image_index(data_root)
     jobs = jobs.reset_index(drop=True)
     check_jobs(jobs, paths, annotations)
+    m = jobs_source_count(jobs)
+    if not generator.accepts_sources(m):
+        raise ReidaugError(f"the generator takes {generator.num_sources} source(s) per image; the jobs give {m}")
     dev = device if isinstance(device, torch.device) else resolve_device(device)
 
     out = Path(out_dir)
@@ -147,30 +177,33 @@ def generate_images(method, jobs: pd.DataFrame, data_root: str | Path, annotatio
 
     if len(todo):
         seed_all(cfg.seed)
-        ds = PairDataset(todo["source"], todo["target_pose_from"], paths, annotations)
+        ds = SampleDataset(todo[job_source_columns(m)].to_numpy(dtype=object), todo["target_pose_from"], paths,
+                           annotations)  # fmt: skip
         loader = make_loader(ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
                              pin_memory=dev.type == "cuda", seed=cfg.seed)  # fmt: skip
-        _run(method, loader, todo["out_name"].tolist(), out, cfg, dev, show_progress, on_batch, to_device)
+        _run(generator, loader, todo["out_name"].tolist(), out, cfg, dev, show_progress, on_batch)
     manifest = write_manifest(out, jobs, extra)
     return GenerateResult(out, len(todo), int(done.sum()), manifest)
 
 
-def _run(method, loader, names, out: Path, cfg: GenerateConfig, dev, show_progress, on_batch, to_device) -> None:
+def _run(generator, loader, names, out: Path, cfg: GenerateConfig, dev, show_progress, on_batch) -> None:
     from reidaug.data.images import to_uint8, write_image
+    from reidaug.data.samples import to_device
     from reidaug.utils.progress import progress
+    from reidaug.utils.runtime import Amp
 
-    use_amp = cfg.amp and dev.type == "cuda"
+    amp = Amp(dev, cfg.amp, cfg.amp_dtype)
     channels_last = cfg.channels_last and dev.type == "cuda"
-    method.to(dev).eval()
+    generator.to(dev).eval()
     if channels_last:
-        method.to(memory_format=torch.channels_last)
+        generator.to(memory_format=torch.channels_last)
     pending: deque = deque()  # futures of earlier batches; at most two batches wait for the writers
     with ThreadPoolExecutor(max(1, cfg.writer_threads)) as pool, progress(disable=not show_progress) as bar:
         task = bar.add_task("generate", total=len(names), info="", unit="img")
         for k, batch in enumerate(loader):
             idx = batch.pop("index").tolist()
-            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
-                fake = method.generate(to_device(batch, dev, channels_last))
+            with torch.no_grad(), amp.autocast():
+                fake = generator(to_device(batch, dev, channels_last))["image"]
             images = to_uint8(fake)  # waits for the device
             pending.append([pool.submit(write_image, out / names[i], img, cfg.jpeg_quality)
                             for i, img in zip(idx, images)])  # fmt: skip
@@ -192,10 +225,10 @@ def write_manifest(out: Path, jobs: pd.DataFrame, extra: dict) -> Path:
     """Rows for `jobs` (plus `extra` columns), keeping earlier rows of other names; written atomically."""
     names = jobs["out_name"].astype(str)
     parsed = [parse_name(n) for n in names]
+    sources = {c: jobs[c].to_numpy() for c in job_source_columns(jobs_source_count(jobs))}
     rows = pd.DataFrame({
         "name": names.to_numpy(), "pid": [p.pid for p in parsed], "camid": [p.camid for p in parsed],
-        "source": jobs["source"].to_numpy(), "target_pose_from": jobs["target_pose_from"].to_numpy(),
-        **{k: v for k, v in extra.items()},
+        **sources, "target_pose_from": jobs["target_pose_from"].to_numpy(), **{k: v for k, v in extra.items()},
     })  # fmt: skip
     path = out / MANIFEST
     if path.is_file():
@@ -207,70 +240,44 @@ def write_manifest(out: Path, jobs: pd.DataFrame, extra: dict) -> Path:
     return path
 
 
-# -- checkpoints ----------------------------------------------------------------------------------------------
-
-INFERENCE_LOSS_OVERRIDES = {"lambda_perceptual": 0.0, "vgg_weights": "none"}  # no VGG needed to generate
-
-
-def load_generator(checkpoint: str | Path, method_name: str | None = None, ckpt: dict | None = None):
-    """(method in eval mode with the checkpoint's generator weights, checkpoint dict); one error line for a
-    checkpoint of another method. The losses' VGG is not built (not needed to generate)."""
-    from reidaug.models import registry
-    from reidaug.train.checkpoint import load_checkpoint
-    from reidaug.train.config import config_from_dict
-
-    ckpt = ckpt if ckpt is not None else load_checkpoint(checkpoint)
-    name = ckpt["method"]
-    if method_name is not None and method_name != name:
-        raise ReidaugError(f"checkpoint {checkpoint} was trained with method {name}, not {method_name}")
-    spec = registry.get(name)
-    fields = getattr(spec.loss_schema, "__dataclass_fields__", {})
-    overrides = [f"loss.{k}={v}" for k, v in INFERENCE_LOSS_OVERRIDES.items() if k in fields]
-    cfg = config_from_dict(name, ckpt["config"], overrides)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        method = spec.build(cfg.model, cfg.loss)
-    try:
-        method.generator.load_state_dict(ckpt["models"]["generator"])
-    except RuntimeError as e:
-        raise ReidaugError(f"checkpoint weights do not fit {name}: {first_line(e)}") from None
-    return method.eval(), ckpt
-
-
 def default_annotation_files(root: str | Path) -> list[Path]:
-    files = [Path(root) / "annotations" / f"{s}.csv" for s in ("train", "test", "query")]
+    """Every keypoint file of a root (train, test, query): a target pose may come from any of them."""
+    from reidaug.data.market import annotation_path
+
+    files = [annotation_path(root, s) for s in ("train", "test", "query")]
     files = [f for f in files if f.is_file()]
     if not files:
-        raise ReidaugError(f"no annotations in {Path(root) / 'annotations'} (train.csv, test.csv, query.csv); pass --annotations")
+        raise ReidaugError(f"no annotations in {annotation_path(root).parent} (train.csv, test.csv, query.csv); "
+                           "pass --annotations")  # fmt: skip
     return files
 
 
 def generate(checkpoint: str | Path, pairs: str | Path | pd.DataFrame, data_root: str | Path, out_dir: str | Path,
              *, annotations=None, method_name: str | None = None, cfg: GenerateConfig | None = None,
              device: str = "auto", overwrite: bool = False, show_progress: bool = True, on_batch=None) -> GenerateResult:  # fmt: skip
-    """`reidaug generate`: every pair (from, to) -> the `from` person in the `to` pose, named by row number.
+    """`reidaug generate`: every pairs/tuples row -> its source(s) in the `to` pose, named by row number.
 
     Everything is validated (checkpoint method, image names, keypoints) before anything is written.
     """
     from reidaug.data.keypoints import read_annotations
     from reidaug.data.pairs import read_pairs
-    from reidaug.train.checkpoint import load_checkpoint, resolve_checkpoint
-    from reidaug.train.data import check_names, image_index, merge_annotations
+    from reidaug.data.samples import image_index, merge_annotations
+    from reidaug.models.checkpoint import check_method, load_checkpoint, resolve_checkpoint
     from reidaug.utils.io import file_sha256
 
     cfg = cfg or GenerateConfig()
     ckpt_path = resolve_checkpoint(checkpoint)
     ckpt = load_checkpoint(ckpt_path)
-    if method_name is not None and method_name != ckpt["method"]:
-        raise ReidaugError(f"checkpoint {ckpt_path} was trained with method {ckpt['method']}, not {method_name}")
+    check_method(ckpt, method_name, ckpt_path)
+    generator, _ = load_generator(ckpt_path, ckpt=ckpt)
+    m = cfg.sources or generator.num_sources
     df = pairs if isinstance(pairs, pd.DataFrame) else read_pairs(pairs)
     files = annotations if annotations else default_annotation_files(data_root)
     files = [files] if isinstance(files, str | Path) else list(files)
     ann = merge_annotations([read_annotations(f) for f in files])
+    jobs = jobs_from_pairs(df, num_sources=m)
     paths = image_index(data_root)
-    check_names(list(df["from"]) + list(df["to"]), list(df["to"]), paths, ann)
-    jobs = jobs_from_pairs(df)
-    method, _ = load_generator(ckpt_path, ckpt=ckpt)
+    check_jobs(jobs, paths, ann)
     extra = {"method": ckpt["method"], "checkpoint_sha256": file_sha256(ckpt_path), "seed": cfg.seed}
-    return generate_images(method, jobs, data_root, ann, out_dir, cfg, device=device, manifest_extra=extra,
+    return generate_images(generator, jobs, data_root, ann, out_dir, cfg, device=device, manifest_extra=extra,
                            overwrite=overwrite, show_progress=show_progress, on_batch=on_batch, paths=paths)  # fmt: skip

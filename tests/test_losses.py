@@ -1,5 +1,5 @@
-"""PATN-family losses: adversarial (BCE on logits, LSGAN), VGG-19 relu1_2 perceptual loss and its weights,
-the fake-image pool, and the weighting of notes 2.5."""
+"""Shared losses: adversarial (BCE on logits, LSGAN), the VGG-19 feature extractor and its weights, perceptual
+L1 at any layers and Gram-matrix style terms, and the fake-image pool (module state for checkpoints)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from reidaug.errors import ReidaugError
-from reidaug.models.losses import GANLoss, ImagePool, PerceptualLoss, vgg19_hub_file
+from reidaug.models.losses import GANLoss, ImagePool, PerceptualLoss
+from reidaug.models.vgg import LAYERS, VGG19Features, gram, vgg19_hub_file
 
 
 def random_vgg(**kw) -> PerceptualLoss:
-    with pytest.warns(UserWarning, match="randomly initialised VGG-19"):
+    with pytest.warns(UserWarning, match="VGG-19 features are randomly initialised"):
         return PerceptualLoss("none", **kw)
 
 
@@ -59,7 +60,8 @@ def test_perceptual_equals_hand_computed_relu1_2_l1():
     fake, real = torch.rand(2, 3, 8, 6) * 2 - 1, torch.rand(2, 3, 8, 6) * 2 - 1
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    w0, b0, w2, b2 = (p.detach() for p in loss.vgg.parameters())
+    f = loss.vgg.features
+    w0, b0, w2, b2 = f[0].weight, f[0].bias, f[2].weight, f[2].bias
 
     def relu1_2(x):
         x = ((x + 1) / 2 - mean) / std
@@ -73,14 +75,15 @@ def test_perceptual_equals_hand_computed_relu1_2_l1():
 def test_perceptual_vgg_is_frozen_and_stays_in_eval():
     loss = random_vgg()
     parent = torch.nn.Sequential(loss).train()
-    assert not loss.training and not loss.vgg.training
-    assert all(not p.requires_grad for p in loss.vgg.parameters())
+    assert not loss.vgg.training and not any(m.training for m in loss.vgg.modules())
+    assert list(loss.vgg.parameters()) == []  # frozen weights are buffers: no optimizer can reach them
+    assert loss.state_dict() == {} and parent.state_dict() == {}  # and no checkpoint carries them
     fake = (torch.rand(1, 3, 8, 6) * 2 - 1).requires_grad_()
     loss(fake, torch.zeros(1, 3, 8, 6)).backward()
     assert fake.grad is not None and fake.grad.abs().sum() > 0
-    assert all(p.grad is None for p in loss.vgg.parameters())
+    assert all(b.grad is None for b in loss.vgg.buffers())
     assert parent.training  # only the VGG part is pinned to eval
-    assert len(loss.vgg) == 4  # conv1_1, ReLU, conv1_2, ReLU: nothing else of VGG-19 is built
+    assert len(loss.vgg.features) == 4  # conv1_1, ReLU, conv1_2, ReLU: nothing else of VGG-19 is built
 
 
 def test_vgg_weights_from_a_file(tmp_path):
@@ -88,12 +91,12 @@ def test_vgg_weights_from_a_file(tmp_path):
     path = tmp_path / "vgg19.pth"
     torch.save(state, path)
     loss = PerceptualLoss(str(path))
-    assert torch.equal(loss.vgg[0].weight, state["features.0.weight"])
-    assert torch.equal(loss.vgg[2].bias, state["features.2.bias"])
+    assert torch.equal(loss.vgg.features[0].weight, state["features.0.weight"])
+    assert torch.equal(loss.vgg.features[2].bias, state["features.2.bias"])
     torch.save(
         {"state_dict": {k.removeprefix("features."): v for k, v in state.items()}}, path
     )  # bare `features`
-    assert torch.equal(PerceptualLoss(str(path)).vgg[2].weight, state["features.2.weight"])
+    assert torch.equal(PerceptualLoss(str(path)).vgg.features[2].weight, state["features.2.weight"])
 
 
 def test_vgg_weights_errors(tmp_path):
@@ -127,7 +130,7 @@ def test_vgg_auto_uses_the_hub_cache_and_never_downloads(tmp_path, monkeypatch):
     cached.parent.mkdir()
     state = vgg_state(1)
     torch.save(state, cached)
-    assert torch.equal(PerceptualLoss("auto").vgg[0].weight, state["features.0.weight"])
+    assert torch.equal(PerceptualLoss("auto").vgg.features[0].weight, state["features.0.weight"])
 
 
 def test_random_vgg_warns():
@@ -135,6 +138,34 @@ def test_random_vgg_warns():
         warnings.simplefilter("always")
         PerceptualLoss("none")
     assert any("vgg_weights=none" in str(w.message) for w in caught)
+
+
+def test_vgg_layer_names_follow_torchvision_indices():
+    assert len(LAYERS) == 37  # torchvision's vgg19().features
+    assert [LAYERS[i] for i in (0, 3, 4, 11, 20, 29, 36)] == ["conv1_1", "relu1_2", "pool1", "relu3_1", "relu4_1",
+                                                              "relu5_1", "pool5"]  # fmt: skip
+    with pytest.warns(UserWarning):
+        vgg = VGG19Features(("relu2_1", "relu3_1"), "none")
+    assert len(vgg.features) == 12  # built up to relu3_1, nothing deeper
+    out = vgg(torch.zeros(1, 3, 16, 8))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {"relu2_1": (1, 128, 8, 4), "relu3_1": (1, 256, 4, 2)}
+    with pytest.raises(ReidaugError, match="unknown VGG-19 layers"):
+        VGG19Features(("relu9_9",), "none")
+
+
+def test_multi_layer_perceptual_and_gram_style_equal_their_formulas():
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning):
+        loss = PerceptualLoss("none", layers=("relu1_1", "relu2_1"), layer_weights=(1.0, 0.5), style_layers=("relu1_2",))
+    fake, real = torch.rand(2, 3, 8, 6) * 2 - 1, torch.rand(2, 3, 8, 6) * 2 - 1
+    f, r = loss.vgg(fake), loss.vgg(real)
+    content, style = loss(fake, real, with_style=True)
+    expect = (f["relu1_1"] - r["relu1_1"]).abs().mean() + 0.5 * (f["relu2_1"] - r["relu2_1"]).abs().mean()
+    assert content.item() == pytest.approx(expect.item(), rel=1e-5)
+    x, y = f["relu1_2"].flatten(2), r["relu1_2"].flatten(2)  # (B, 64, 48)
+    g_x, g_y = x @ x.transpose(1, 2) / (64 * 8 * 6), y @ y.transpose(1, 2) / (64 * 8 * 6)
+    assert torch.allclose(gram(f["relu1_2"]), g_x, atol=1e-6)
+    assert style.item() == pytest.approx((g_x - g_y).abs().mean().item(), rel=1e-5)
 
 
 # -- image pool ------------------------------------------------------------------------------------------------
@@ -166,3 +197,19 @@ def test_image_pool_zero_is_identity_and_stores_copies():
     assert all(torch.equal(t, torch.zeros(1)) for t in pool.images)
     with pytest.raises(ReidaugError, match="pool_size"):
         ImagePool(-1)
+
+
+def test_image_pool_contents_are_module_state():
+    """The pool travels in state_dict() (weights_only-loadable), so a resumed run draws from the same history."""
+    import io
+
+    holder = torch.nn.ModuleDict({"A": ImagePool(3)})
+    holder["A"].query(torch.arange(6.0).view(2, 3))
+    buf = io.BytesIO()
+    torch.save(holder.state_dict(), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+    assert set(state) == {"A._extra_state"}
+    fresh = torch.nn.ModuleDict({"A": ImagePool(3)})
+    fresh.load_state_dict(state)
+    assert [t.tolist() for t in fresh["A"].images] == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]

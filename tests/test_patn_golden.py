@@ -33,6 +33,7 @@ def test_patn_demo_losses_match_the_recorded_run(tmp_path):
     want = json.loads(RECORDED.read_text())
     assert [r["iteration"] for r in got] == list(range(1, 21))
     for g, w in zip(got, want):
-        assert set(g) == set(w), g
+        assert set(w) <= set(g) and all(k.startswith("lr_") for k in set(g) - set(w)), g  # + lr per optimizer
         # Bit-identical on the machine that recorded them; the tolerance only absorbs other CPUs' kernels.
-        assert g == pytest.approx(w, rel=1e-5, abs=1e-7), g["iteration"]
+        assert {k: g[k] for k in w} == pytest.approx(w, rel=1e-5, abs=1e-7), g["iteration"]
+    assert got[-1]["lr_discriminators"] == got[-1]["lr"] == 0.001

@@ -16,7 +16,7 @@ import torch
 from tiny_market import TINY_PATN, make_root
 
 from reidaug.data.images import read_image
-from reidaug.train.checkpoint import load_checkpoint
+from reidaug.models.checkpoint import load_checkpoint
 from reidaug.train.config import config_from_dict, load_method_config, lr_factor
 from reidaug.train.data import IterationSampler
 from reidaug.train.trainer import _LrFactor, train
@@ -108,8 +108,11 @@ def test_resume_is_exact(root, straight, tmp_path):
     assert a == b  # every loss and lr, bit for bit
     ca = load_checkpoint(straight / "checkpoints" / "latest.pt")
     cb = load_checkpoint(out / "checkpoints" / "latest.pt")
-    for k, v in ca["models"]["generator"].items():
-        assert torch.equal(v, cb["models"]["generator"][k]), k
+    assert set(ca["model"]) == set(cb["model"])
+    for k, v in ca["model"].items():  # generator, discriminators: every weight and buffer
+        assert torch.equal(v, cb["model"][k]), k
+    for k, v in ca["ranks"][0]["extra"].items():  # the image pools
+        assert all(torch.equal(a, b) for a, b in zip(v["images"], cb["ranks"][0]["extra"][k]["images"])), k
     assert ca["replicas"] == cb["replicas"]
     assert cb["iteration"] == 6
 
@@ -117,16 +120,20 @@ def test_resume_is_exact(root, straight, tmp_path):
 def test_run_folder_and_checkpoint_contents(straight):
     cfg = tiny(*RESUME, "train.tensorboard=true")
     ckpt = load_checkpoint(straight / "checkpoints" / "latest.pt")  # weights_only=True load
-    assert {"format", "method", "config", "iteration", "models", "optimizers", "schedulers", "scaler", "rng",
-            "sampler", "replicas", "world_size"} <= set(ckpt)  # fmt: skip
+    assert {"format", "method", "config", "iteration", "model", "inference", "optimizers", "schedulers", "scaler",
+            "ranks", "sampler", "replicas", "world_size"} <= set(ckpt)  # fmt: skip
     assert ckpt["method"] == "patn" and ckpt["iteration"] == 6 and ckpt["world_size"] == 1
     assert config_from_dict("patn", ckpt["config"]) == cfg
-    assert set(ckpt["models"]["discriminators"]) == {"A", "S"}
-    pools = ckpt["models"]["pools"][0]
-    assert set(pools) == {"pools.A", "pools.S"} and all(len(p["images"]) == 4 for p in pools.values())
+    assert ckpt["inference"] == "generator"
+    assert {k.split(".")[0] for k in ckpt["model"]} == {"generator", "discriminators"}  # no VGG, no pools
+    assert {k.split(".")[1] for k in ckpt["model"] if k.startswith("discriminators.")} == {"A", "S"}
+    pools = ckpt["ranks"][0]["extra"]
+    assert set(pools) == {"pools.A._extra_state", "pools.S._extra_state"}
+    assert all(len(p["images"]) == 4 for p in pools.values())
+    assert set(ckpt["optimizers"]) == set(ckpt["schedulers"]) == {"generator", "discriminators"}
     assert all(s["step"] == 6 for s in ckpt["optimizers"]["generator"]["state"].values())
     assert ckpt["schedulers"]["generator"]["last_epoch"] == 6
-    assert set(ckpt["rng"][0]) == {"python", "numpy", "torch", "cuda"}
+    assert set(ckpt["ranks"][0]["rng"]) == {"python", "numpy", "torch", "cuda"}
     assert ckpt["sampler"]["seed"] == cfg.train.seed and ckpt["sampler"]["iteration"] == 6
     # lr in the log: constant for iterations 0-1, then linear to 0 at 6 (decay_start 2).
     assert [r["lr"] for r in read_log(straight)] == pytest.approx([2e-4 * lr_factor(i, 6, 2) for i in range(6)])
@@ -195,7 +202,7 @@ def test_cli_errors(root, straight, tmp_path, run_cli):
     _one_line(err, "bad configuration")
     code, _, err = run_cli(*base, "--method", "apatn", "--out", straight, "--resume")
     assert code == 2
-    _one_line(err, "trains 'patn', not 'apatn'")
+    _one_line(err, "trained with method patn, not apatn")
 
 
 @pytest.mark.slow
@@ -213,7 +220,8 @@ def test_ddp_two_processes_gloo(root, tmp_path):
     ckpt = load_checkpoint(out / "checkpoints" / "latest.pt")
     assert ckpt["world_size"] == 2 and ckpt["iteration"] == 3
     assert len(ckpt["replicas"]) == 2 and ckpt["replicas"][0] == ckpt["replicas"][1]  # identical parameters
-    assert len(ckpt["rng"]) == 2 and not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])
+    ranks = ckpt["ranks"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["rng"]["torch"], ranks[1]["rng"]["torch"])
     assert [r["iteration"] for r in read_log(out)] == [1, 2, 3]  # one writer: no duplicated lines
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert files == ["checkpoints/iter_000003.pt", "checkpoints/latest.pt", "config.yaml", "log.jsonl",

@@ -22,7 +22,7 @@ import pandas as pd
 from reidaug.augment.protocol import plan_enlargement, plan_replacements, select_reduced
 from reidaug.config import to_dict
 from reidaug.data.keypoints import Annotations, read_annotations
-from reidaug.data.market import SPLITS, read_split
+from reidaug.data.market import SPLITS, annotation_path, check_root, read_split
 from reidaug.errors import ReidaugError, offenders
 from reidaug.generate import GenerateConfig, generated_name
 from reidaug.utils.io import atomic_path, atomic_write_text, check_output_dir
@@ -65,18 +65,31 @@ def check_config(cfg: AugmentConfig) -> None:
         raise ReidaugError(f"generator-trained-on must be one of {', '.join(TRAINED_ON)}")
 
 
-def split(data_root: str | Path, ann: Annotations, cfg: AugmentConfig) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
-    """(training table, kept mask, jobs with out_name): the deterministic plan for `cfg`."""
+def split(data_root: str | Path, ann: Annotations, cfg: AugmentConfig,
+          num_sources: int = 1) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:  # fmt: skip
+    """(training table, kept mask, jobs with out_name): the deterministic plan for `cfg` and M sources per job
+    (the kept set does not depend on M)."""
+    train, kept = kept_split(data_root, cfg)
+    return train, kept, plan_jobs(train, kept, ann, cfg, num_sources)
+
+
+def kept_split(data_root: str | Path, cfg: AugmentConfig) -> tuple[pd.DataFrame, pd.Series]:
+    """(training table without junk, mask of the images M_p^R keeps: all of them for an enlargement)."""
     train = read_split(data_root, "train")
     train = train[train.pid >= 0].reset_index(drop=True)  # junk is no identity
     if cfg.ratio > 1:
-        kept = pd.Series(True, index=train.index)
-        jobs = plan_enlargement(train, ann, cfg.ratio, cfg.seed)
+        return train, pd.Series(True, index=train.index)
+    return train, pd.Series(select_reduced(train, cfg.portion, cfg.seed), index=train.index)
+
+
+def plan_jobs(train: pd.DataFrame, kept: pd.Series, ann: Annotations, cfg: AugmentConfig, num_sources: int = 1):
+    """The generation jobs of a split (replacements, or the enlargement), named by their row number."""
+    if cfg.ratio > 1:
+        jobs = plan_enlargement(train, ann, cfg.ratio, cfg.seed, num_sources)
     else:
-        kept = pd.Series(select_reduced(train, cfg.portion, cfg.seed), index=train.index)
-        jobs = plan_replacements(train, kept.to_numpy(), ann, cfg.seed, cfg.pose_source)
+        jobs = plan_replacements(train, kept.to_numpy(), ann, cfg.seed, cfg.pose_source, num_sources)
     jobs.insert(0, "out_name", [generated_name(s, i) for i, s in enumerate(jobs["source"])])
-    return train, kept, jobs
+    return jobs
 
 
 def trained_images(ckpt: dict) -> set[str] | None:
@@ -150,14 +163,15 @@ def augment(data_root: str | Path, out: str | Path, checkpoint: str | Path | Non
     Without `checkpoint`, and with `generator_trained_on='reduced'`, a generator (`method`, its config and
     overrides) is first trained on the pairs of M_p^R alone into OUT/generator (resumed on a rerun).
     """
-    from reidaug.generate import generate_images, load_generator
+    from reidaug.generate import generate_images, job_source_columns
+    from reidaug.models.checkpoint import load_generator
 
     cfg = cfg or AugmentConfig()
     check_config(cfg)
-    data_root, out = Path(data_root), Path(out)
-    ann_path = Path(annotations or data_root / "annotations" / "train.csv")
+    data_root, out = check_root(data_root, ("train",)), Path(out)
+    ann_path = Path(annotations or annotation_path(data_root))
     ann = read_annotations(ann_path)
-    train, kept, jobs = split(data_root, ann, cfg)
+    train, kept = kept_split(data_root, cfg)
     kept_names = set(train.name[kept])
 
     if checkpoint is None and cfg.generator_trained_on != "reduced":
@@ -171,15 +185,18 @@ def augment(data_root: str | Path, out: str | Path, checkpoint: str | Path | Non
         ckpt_path, ckpt = _load(checkpoint, kept_names, cfg)
         _claim(out, _settings(cfg, data_root, _generator_meta(ckpt_path, ckpt, cfg)), overwrite)
     meta = _generator_meta(ckpt_path, ckpt, cfg)
+    generator, _ = load_generator(ckpt_path, ckpt=ckpt)
+    m = cfg.generate.sources or generator.num_sources
+    jobs = plan_jobs(train, kept, ann, cfg, m)
+    src_cols = job_source_columns(m)
 
     cols = ["name", "pid", "camid"]
     for name, table in (("kept.csv", train[kept][cols]), ("removed.csv", train[~kept][cols]), ("jobs.csv", jobs)):
         with atomic_path(out / name) as tmp:
             table.to_csv(tmp, index=False, lineterminator="\n")
 
-    generator, _ = load_generator(ckpt_path, ckpt=ckpt)
     extra = {"method": meta["method"], "checkpoint_sha256": meta["checkpoint_sha256"], "seed": cfg.seed}
-    generate_images(generator, jobs[["out_name", "source", "target_pose_from"]], data_root, ann,
+    generate_images(generator, jobs[["out_name", *src_cols, "target_pose_from"]], data_root, ann,
                     out / "generated", cfg.generate, device=device, manifest_extra=extra,
                     show_progress=show_progress, on_batch=on_batch)  # fmt: skip
 
@@ -199,7 +216,7 @@ def augment(data_root: str | Path, out: str | Path, checkpoint: str | Path | Non
 
 
 def _load(checkpoint, kept_names: set[str], cfg: AugmentConfig):
-    from reidaug.train.checkpoint import load_checkpoint, resolve_checkpoint
+    from reidaug.models.checkpoint import load_checkpoint, resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint)
     ckpt = load_checkpoint(path)
@@ -216,18 +233,19 @@ def _generator_meta(path: Path, ckpt: dict, cfg: AugmentConfig) -> dict:
 
 def train_on_reduced(data_root: Path, ann_path: Path, ann: Annotations, kept_names: set[str], run_dir: Path,
                      method: str, method_config, overrides, device: str, show_progress: bool) -> Path:  # fmt: skip
-    """Leakage-free mode: train `method` on the PATN-rule pairs of the kept images only."""
-    from reidaug.data.pairs import make_pairs
-    from reidaug.train.checkpoint import load_checkpoint
+    """Leakage-free mode: train `method` on the PATN-rule pairs (or tuples) of the kept images only."""
+    from reidaug.models.checkpoint import load_checkpoint
+    from reidaug.models.registry import num_sources
     from reidaug.train.config import load_method_config
-    from reidaug.train.trainer import train
+    from reidaug.train.trainer import load_table, train
 
-    pairs = make_pairs(ann.subset(sorted(kept_names)))
-    if pairs.empty:
-        raise ReidaugError("the reduced set has no same-identity pair with both shoulders and hips: "
-                           "no generator can be trained on it")  # fmt: skip
-    latest = run_dir / "checkpoints" / "latest.pt"
     mcfg = load_method_config(method, method_config, list(overrides))
+    try:
+        pairs = load_table(None, ann.subset(sorted(kept_names)), num_sources(mcfg.model), mcfg.train.seed)
+    except ReidaugError:
+        raise ReidaugError("the reduced set has no same-identity pair with both shoulders and hips: "
+                           "no generator can be trained on it") from None
+    latest = run_dir / "checkpoints" / "latest.pt"
     if latest.is_file() and int(load_checkpoint(latest).get("iteration", 0)) >= mcfg.train.iterations:
         return latest
     res = train(mcfg, data_root, run_dir, pairs=pairs, annotations=ann_path,

@@ -13,6 +13,7 @@ import pandas as pd
 
 from reidaug.data.keypoints import Annotations, present
 from reidaug.errors import ReidaugError
+from reidaug.generate import job_source_columns
 
 POSE_SOURCES = ("removed", "random")
 # Why a job's pose or source is not the protocol's first choice (reported in the summary).
@@ -46,10 +47,27 @@ def has_joint(coords: np.ndarray) -> np.ndarray:
     return present(coords).any(axis=-1)
 
 
+def _more_sources(rng: np.random.Generator, first: int, pool: np.ndarray, m: int) -> list[int]:
+    """`first` plus m - 1 further sources from `pool` (other images of the identity): distinct while the pool
+    lasts, then repeated (notes 9.6: an identity with fewer than M kept images repeats some)."""
+    others = pool[pool != first]
+    if m == 1:
+        return [first]
+    if len(others) == 0:
+        return [first] * m
+    picks = rng.choice(others, size=min(m - 1, len(others)), replace=False).tolist()
+    if len(picks) < m - 1:
+        picks += rng.choice(picks, size=m - 1 - len(picks), replace=True).tolist()
+    return [first, *picks]
+
+
 def plan_replacements(
-    train: pd.DataFrame, kept: np.ndarray, ann: Annotations, seed: int, pose_source: str = "removed"
+    train: pd.DataFrame, kept: np.ndarray, ann: Annotations, seed: int, pose_source: str = "removed",
+    num_sources: int = 1,
 ) -> pd.DataFrame:
-    """One generation job per removed image: columns replaces, pid, camid, source, target_pose_from, fallback."""
+    """One generation job per removed image: columns replaces, pid, camid, source[, source_1 ...],
+    target_pose_from, fallback. With M = `num_sources` > 1 the sources are up to M different kept images of the
+    removed image's identity (repeated when it has fewer)."""
     if pose_source not in POSE_SOURCES:
         raise ReidaugError(f"pose source must be one of {', '.join(POSE_SOURCES)}, got {pose_source!r}")
     _require_keypoints(train["name"], ann)
@@ -69,7 +87,8 @@ def plan_replacements(
         sources = by_pid_valid.get(pid)
         if sources is None:
             sources, fallback = by_pid_any[pid], FALLBACK_SOURCE
-        src = names[rng.choice(sources)]
+        first = rng.choice(sources)
+        src = names[_more_sources(rng, first, sources, num_sources)]
         if pose_source == "random":
             pose_from = names[rng.choice(kept_valid if len(kept_valid) else kept_idx)]
         elif has_pose[i]:
@@ -77,12 +96,14 @@ def plan_replacements(
         else:
             pose_from = names[rng.choice(sources)]
             fallback = fallback or FALLBACK_POSE
-        rows.append((names[i], int(pid), int(train["camid"].iat[i]), src, pose_from, fallback))
-    return pd.DataFrame(rows, columns=["replaces", "pid", "camid", "source", "target_pose_from", "fallback"])
+        rows.append((names[i], int(pid), int(train["camid"].iat[i]), *src, pose_from, fallback))
+    return pd.DataFrame(rows, columns=["replaces", "pid", "camid", *job_source_columns(num_sources), "target_pose_from",
+                                       "fallback"])  # fmt: skip
 
 
-def plan_enlargement(train: pd.DataFrame, ann: Annotations, ratio: int, seed: int) -> pd.DataFrame:
-    """ratio-1 jobs per real image: that image as the source, a random pose of the whole training set."""
+def plan_enlargement(train: pd.DataFrame, ann: Annotations, ratio: int, seed: int, num_sources: int = 1) -> pd.DataFrame:
+    """ratio-1 jobs per real image: that image as the (first) source, a random pose of the whole training set;
+    with M > 1, further sources from the identity's other images."""
     if ratio not in (2, 3):
         raise ReidaugError(f"ratio must be 2 or 3, got {ratio}")
     _require_keypoints(train["name"], ann)
@@ -91,12 +112,16 @@ def plan_enlargement(train: pd.DataFrame, ann: Annotations, ratio: int, seed: in
     poses = names[has_joint(ann.subset(names).coords)]
     if len(poses) == 0:
         raise ReidaugError("no training image has a detected joint: nothing to take target poses from")
+    by_pid = _group(np.arange(len(names)), train["pid"].to_numpy())
     rows = []
     for _ in range(ratio - 1):
         picks = rng.choice(poses, size=len(names))
-        for i, name in enumerate(names):
-            rows.append(("", int(train["pid"].iat[i]), int(train["camid"].iat[i]), name, picks[i], FALLBACK_NONE))
-    return pd.DataFrame(rows, columns=["replaces", "pid", "camid", "source", "target_pose_from", "fallback"])
+        for i in range(len(names)):
+            pid = train["pid"].iat[i]
+            src = names[_more_sources(rng, i, by_pid[pid], num_sources)]
+            rows.append(("", int(pid), int(train["camid"].iat[i]), *src, picks[i], FALLBACK_NONE))
+    return pd.DataFrame(rows, columns=["replaces", "pid", "camid", *job_source_columns(num_sources), "target_pose_from",
+                                       "fallback"])  # fmt: skip
 
 
 def _group(idx: np.ndarray, pids: np.ndarray) -> dict[int, np.ndarray]:

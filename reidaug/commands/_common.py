@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config: a path or a name under configs/.")
@@ -12,11 +10,3 @@ SetOpt = typer.Option(
 )
 OverwriteOpt = typer.Option(False, "--overwrite", help="Replace an existing non-empty output.")
 SeedOpt = typer.Option(None, "--seed", help="Random seed (overrides the config's).")
-
-
-def existing_dir(path: Path, what: str) -> Path:
-    from reidaug.errors import ReidaugError
-
-    if not path.is_dir():
-        raise ReidaugError(f"{what} {path} is not a folder")
-    return path

@@ -36,11 +36,11 @@ def command(
     links to the real ones. Rerun after an interruption: finished images are skipped.
     Config: [cyan]configs/augment/default.yaml[/]."""
     from reidaug.augment.build import AugmentConfig, augment
-    from reidaug.commands._common import existing_dir
     from reidaug.config import load_config
+    from reidaug.data.market import check_root
     from reidaug.utils.progress import console
 
-    existing_dir(data, "Market root")
+    check_root(data)
     overrides = list(set_)
     for key, value in (("portion", portion), ("ratio", ratio), ("pose_source", pose_source),
                        ("generator_trained_on", trained_on), ("seed", seed)):  # fmt: skip

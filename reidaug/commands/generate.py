@@ -30,12 +30,12 @@ def command(
     [cyan]PPPP_cCs0_NNNNNN_NN.jpg[/] (the source's pid and camera, sequence 0 = generated, the pair's row
     number), plus [cyan]manifest.csv[/]. Run it again after an interruption: finished images are skipped.
     Config: [cyan]configs/generate.yaml[/]."""
-    from reidaug.commands._common import existing_dir
     from reidaug.config import load_config
+    from reidaug.data.market import check_root
     from reidaug.generate import GenerateConfig, generate
     from reidaug.utils.progress import console
 
-    existing_dir(data, "Market root")
+    check_root(data)
     overrides = list(set_)
     if batch_size is not None:
         overrides.append(f"batch_size={batch_size}")

@@ -29,21 +29,24 @@ def command(
     seed: int | None = SeedOpt,
     overwrite: bool = OverwriteOpt,
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
 ) -> None:
     """[bold]Train a generator[/] on same-identity pairs with the method's recipe (default
     [cyan]configs/methods/<method>.yaml[/]: the Market recipe, Adam 2e-4, 87.5k iterations at batch 32).
     Mixed precision on CUDA; multi-GPU with [cyan]torchrun --nproc_per_node N -m reidaug train ...[/].
     Writes checkpoints, log.jsonl, TensorBoard scalars and sample grids into the run folder;
-    [cyan]--resume[/] continues exactly where the last checkpoint stopped."""
-    from reidaug.commands._common import existing_dir
+    [cyan]--resume[/] continues exactly where the last checkpoint stopped. [cyan]--print-config[/] shows every
+    value (the defaults live in the method's schema; its YAML lists only what differs)."""
+    from reidaug.config import to_yaml
+    from reidaug.data.market import check_root
     from reidaug.errors import ReidaugError
     from reidaug.models import registry
-    from reidaug.train.checkpoint import load_checkpoint, resolve_checkpoint
+    from reidaug.models.checkpoint import check_method, check_resumable, load_checkpoint
     from reidaug.train.config import config_from_dict, load_method_config
     from reidaug.train.trainer import train
 
     spec = registry.get(method)
-    existing_dir(data, "Market root")
+    check_root(data)
     out = out or Path("runs") / method
     overrides = list(set_)
     if seed is not None:
@@ -62,12 +65,15 @@ def command(
             raise ReidaugError("--resume and --overwrite exclude each other")
         if config is not None:
             raise ReidaugError("--resume takes the configuration from the checkpoint (give --set to change it)")
-        ckpt = load_checkpoint(resolve_checkpoint(out))
-        if ckpt["method"] != method:
-            raise ReidaugError(f"the run in {out} trains {ckpt['method']!r}, not {method!r}")
+        ckpt = load_checkpoint(out)
+        check_method(ckpt, method, out)
+        check_resumable(ckpt, out)
         cfg = config_from_dict(method, ckpt["config"], overrides)
     else:
         cfg = load_method_config(method, config, overrides)
+    if print_config:
+        typer.echo(to_yaml(cfg), nl=False)
+        return
     result = train(cfg, data, out, pairs=pairs, annotations=annotations, resume=ckpt, device=device,
                    overwrite=overwrite, show_progress=not no_progress)  # fmt: skip
     if result.checkpoint is not None:  # rank 0

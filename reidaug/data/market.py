@@ -60,6 +60,27 @@ def format_name(pid: int, camid: int, sequence: int, frame: int, bbox: int, ext:
     return f"{p}_c{camid}s{sequence}_{frame:06d}_{bbox:02d}.{ext}"
 
 
+def check_root(root: str | Path, require=()) -> Path:
+    """A Market root that exists as a folder and holds the folders of the `require`d splits; one error line."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ReidaugError(f"Market root {root} is not a folder")
+    missing = [SPLITS[s] for s in require if not (root / SPLITS[s]).is_dir()]
+    if missing:
+        raise ReidaugError(f"Market root {root} lacks {', '.join(missing)}")
+    return root
+
+
+ANNOTATIONS = "annotations"  # ROOT/annotations/{train,test,query}.csv: the keypoints of each folder
+
+
+def annotation_path(root: str | Path, split: str = "train") -> Path:
+    """The default keypoint file of a split: ROOT/annotations/<split>.csv (what `reidaug synth` writes)."""
+    if split not in ("train", "test", "query"):
+        raise ReidaugError(f"unknown annotation split {split!r}; choose from train, test, query")
+    return Path(root) / ANNOTATIONS / f"{split}.csv"
+
+
 def pid_of(name: str) -> str:
     """Identity key as the pair rule uses it: the text before the first underscore."""
     return Path(name).name.split("_", 1)[0]
@@ -87,9 +108,7 @@ def read_split(root: str | Path, split: str) -> pd.DataFrame:
 
 def read_market(root: str | Path, splits=tuple(SPLITS)) -> pd.DataFrame:
     """All requested splits of a Market root in one table with a `split` column."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ReidaugError(f"Market root {root} is not a folder")
+    root = check_root(root)
     frames = [read_split(root, s).assign(split=s) for s in splits]
     return pd.concat(frames, ignore_index=True)
 

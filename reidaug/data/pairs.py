@@ -145,21 +145,84 @@ def write_pairs(path: str | Path, df: pd.DataFrame) -> None:
 
 
 def read_pairs(path: str | Path) -> pd.DataFrame:
-    """Read a `from,to` CSV; one error line for a missing file, a wrong header or a malformed row."""
+    """Read a `from,to` pairs CSV or a `from_0,...,from_{K-1},to` tuples CSV (notes 1.6); one error line for a
+    missing file, a wrong header or a malformed row. Columns are kept as in the file (see `source_columns`)."""
     path = Path(path)
     if not path.is_file():
         raise ReidaugError(f"pairs file {path} not found")
-    with open(path) as f:
-        header = f.readline().rstrip("\r\n")
-    if header != ",".join(COLUMNS):
-        raise ReidaugError(f"{path}: first line must be 'from,to', got {header[:60]!r}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            header = f.readline().rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise ReidaugError(f"{path}: not a UTF-8 text file") from None
+    cols = header.split(",")
+    if cols != COLUMNS and cols != tuple_columns(len(cols) - 1):
+        raise ReidaugError(f"{path}: first line must be 'from,to' or 'from_0,...,from_K-1,to', got {header[:60]!r}")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)
-    except pd.errors.ParserError as e:
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ReidaugError(f"{path}: malformed CSV: {first_line(e)}") from None
-    empty = (df["from"] == "") | (df["to"] == "")
+    empty = (df[cols] == "").any(axis=1)
     if empty.any():
         raise ReidaugError(
-            f"{path}:{int(np.flatnonzero(empty.to_numpy())[0]) + 2}: a pair needs two image names"
+            f"{path}:{int(np.flatnonzero(empty.to_numpy())[0]) + 2}: a row needs {len(cols)} image names"
         )
     return df
+
+
+# -- tuples: one target and K sources of the same identity (multi-source methods) -------------------------------
+
+
+def tuple_columns(k: int) -> list[str]:
+    """`from_0, ..., from_{k-1}, to`: the header of a tuples CSV with k sources."""
+    if k < 1:
+        raise ReidaugError(f"a tuple needs at least one source, got {k}")
+    return [f"from_{i}" for i in range(k)] + ["to"]
+
+
+def source_columns(df: pd.DataFrame) -> list[str]:
+    """The source columns of a pairs (`from`) or tuples (`from_0..`) table, in order."""
+    if "from" in df.columns:
+        return ["from"]
+    cols = [c for c in df.columns if c.startswith("from_")]
+    if not cols or cols != [f"from_{i}" for i in range(len(cols))]:
+        raise ReidaugError(f"a pairs table needs a 'from' or 'from_0'... column, got {list(df.columns)}")
+    return cols
+
+
+def source_names(df: pd.DataFrame, m: int) -> np.ndarray:
+    """(N, m) source names of each row: the first m source columns (a K-source file serves any m <= K)."""
+    cols = source_columns(df)
+    if m > len(cols):
+        raise ReidaugError(f"the method takes {m} sources per target; the pairs table has {len(cols)}")
+    return df[cols[:m]].to_numpy(dtype=object).reshape(len(df), m)
+
+
+def make_tuples(ann: Annotations, k: int, seed: int = 0) -> pd.DataFrame:
+    """Tuples (`from_0..from_{k-1}`, `to`) of valid same-identity images, as many per identity as it has ordered
+    pairs (n(n-1), so the identity distribution is the pairs file's, notes 1.6): each target in turn, its
+    sources drawn without replacement from the identity's other images, with replacement when it has fewer
+    than k. `k = 1` gives the pairs' targets with random sources. Seeded."""
+    if k < 1:
+        raise ReidaugError(f"a tuple needs at least one source, got {k}")
+    names = np.array(ann.names, dtype=object)
+    idx = np.flatnonzero(valid_images(ann))
+    codes, uniques = pd.factorize(identity_of(names[idx]))
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in range(len(uniques)):
+        members = idx[codes == g]
+        n = len(members)
+        for t in np.repeat(np.arange(n), n - 1):  # n(n-1) tuples, each image the target n-1 times
+            others = np.delete(members, t)
+            src = rng.choice(others, size=k, replace=len(others) < k)
+            rows.append([*names[src], names[members[t]]])
+    return pd.DataFrame(rows, columns=tuple_columns(k)).astype(str) if rows else pd.DataFrame(columns=tuple_columns(k))
+
+
+def write_tuples(path: str | Path, df: pd.DataFrame) -> None:
+    """Write a tuples CSV atomically (its columns as `tuple_columns`)."""
+    from reidaug.utils.io import atomic_write_text
+
+    cols = tuple_columns(len(source_columns(df)))
+    atomic_write_text(path, df.to_csv(index=False, columns=cols, lineterminator="\n"))

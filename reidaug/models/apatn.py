@@ -17,7 +17,13 @@ from torch import nn
 from reidaug.errors import ReidaugError
 from reidaug.models import registry
 from reidaug.models.blocks import Encoder, ResidualBlock, ResidualDecoder, attend, check_choice
-from reidaug.models.patn_family import FamilyLossConfig, FamilyModelConfig, PATNFamily
+from reidaug.models.patn_family import (
+    FamilyGenerator,
+    FamilyLossConfig,
+    FamilyModelConfig,
+    PATNFamily,
+    family_optimizers,
+)
 
 
 @dataclass
@@ -72,11 +78,11 @@ class APATB(nn.Module):
         return fp, self.res_s(fsc), self.res_s(fst)  # Eq. 8: same residual block, applied separately
 
 
-class APATNGenerator(nn.Module):
-    """(P_c (B,3,H,W), S_c (B,18,H,W), S_t (B,18,H,W)) -> P_g (B,3,H,W) in [-1, 1]."""
+class APATNGenerator(FamilyGenerator):
+    """synthesize(P_c (B,3,H,W), S_c (B,18,H,W), S_t (B,18,H,W)) -> P_g (B,3,H,W) in [-1, 1]."""
 
     def __init__(self, cfg: APATNConfig):
-        super().__init__()
+        super().__init__(cfg)
         self.enc_a = Encoder(cfg.image_channels, cfg.ngf, cfg.n_downsampling, cfg.norm)  # E_A
         # E_S: one encoder for both poses (index 0 and -1 coincide), or one each.
         self.enc_s = nn.ModuleList(Encoder(cfg.pose_channels, cfg.ngf, cfg.n_downsampling, cfg.norm)
@@ -91,7 +97,7 @@ class APATNGenerator(nn.Module):
             dim, cfg.image_channels, cfg.n_downsampling, cfg.norm, cfg.light_decoder
         )
 
-    def forward(self, image: torch.Tensor, src_pose: torch.Tensor, tgt_pose: torch.Tensor) -> torch.Tensor:
+    def synthesize(self, image: torch.Tensor, src_pose: torch.Tensor, tgt_pose: torch.Tensor) -> torch.Tensor:
         fp, fsc, fst = self.enc_a(image), self.enc_s[0](src_pose), self.enc_s[-1](tgt_pose)
         for block in self.blocks:
             fp, fsc, fst = block(fp, fsc, fst)
@@ -104,6 +110,7 @@ class APATN(PATNFamily):
 
 
 registry.register(registry.MethodSpec(
-    name="apatn", model_schema=APATNConfig, loss_schema=FamilyLossConfig, build=APATN,
+    name="apatn", model_schema=APATNConfig, loss_schema=FamilyLossConfig, build=APATN, generator=APATNGenerator,
+    optimizers=family_optimizers,
     paper="Progressive and Aligned Pose Attention Transfer for Person Image Generation (TPAMI, APATN)",
 ))  # fmt: skip

@@ -1,9 +1,10 @@
-"""The PATN-family ResNet discriminator (architecture notes 2.4), shared by D_A and D_S.
+"""Discriminators and their factory: the PATN-family ResNet discriminator (architecture notes 2.4) and a
+PatchGAN, each with optional spectral normalisation. All return logits (the sigmoid is the loss's).
 
-Reference code: encoder stem (RP(3) conv 7x7, two stride-2 convs, N, ReLU), three residual blocks with
-Dropout(0.5), and a sigmoid on the 256@32x16 map with no final 1-channel conv. Here the sigmoid is left to
-the loss (BCE-with-logits, autocast-safe), so the module returns logits. The paper's LeakyReLU(0.2) and a
-final 1x1 conv are flags.
+ResNet (reference code): encoder stem (RP(3) conv 7x7, two stride-2 convs, N, ReLU), three residual blocks with
+Dropout(0.5), and no final 1-channel conv (a 256@32x16 logit map). The paper's LeakyReLU(0.2) and a final 1x1
+conv are flags. PatchGAN (pix2pix): 4x4 convolutions, stride 2 `n_downsampling` times, LeakyReLU(0.2), one
+logit per overlapping patch.
 """
 
 from __future__ import annotations
@@ -12,11 +13,22 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from reidaug.models.blocks import ACTIVATIONS, NORMS, Encoder, ResidualBlock, check_choice
+from reidaug.models.blocks import (
+    ACTIVATIONS,
+    NORMS,
+    Encoder,
+    ResidualBlock,
+    check_choice,
+    conv_bias,
+    norm_layer,
+)
+
+KINDS = ("resnet", "patch")
 
 
 @dataclass
 class DiscriminatorConfig:
+    kind: str = "resnet"  # resnet (PATN family) | patch (PatchGAN)
     ndf: int = 64
     n_downsampling: int = 2
     n_blocks: int = 3
@@ -24,8 +36,10 @@ class DiscriminatorConfig:
     dropout: float = 0.5  # inside the residual blocks (on by default in the code)
     activation: str = "relu"  # relu (code) | lrelu (paper: LeakyReLU 0.2 after every conv/norm)
     final_conv: bool = False  # 1x1 conv to a 1-channel logit map (not in the code)
+    spectral_norm: bool = False  # spectral normalisation of every conv (GFLA)
 
     def __post_init__(self) -> None:
+        check_choice("discriminator.kind", self.kind, KINDS)
         check_choice("discriminator.norm", self.norm, ("same", *NORMS))
         check_choice("discriminator.activation", self.activation, ACTIVATIONS)
 
@@ -44,8 +58,34 @@ class ResnetDiscriminator(nn.Sequential):
         super().__init__(*layers)
         self.out_channels = 1 if final_conv else c
 
-    @classmethod
-    def from_config(cls, in_ch: int, cfg: DiscriminatorConfig, generator_norm: str) -> ResnetDiscriminator:
-        norm = generator_norm if cfg.norm == "same" else cfg.norm
-        return cls(in_ch, cfg.ndf, cfg.n_downsampling, cfg.n_blocks, norm, cfg.dropout, cfg.activation,
-                   cfg.final_conv)  # fmt: skip
+class PatchDiscriminator(nn.Sequential):
+    """PatchGAN: conv 4x4 s2 -> LReLU, `n_down - 1` x [conv 4x4 s2, N, LReLU], conv 4x4 s1, N, LReLU,
+    conv 4x4 s1 -> 1 logit per patch. (B, in_ch, 128, 64) -> (B, 1, 14, 6) for n_down 3."""
+
+    def __init__(self, in_ch: int, ndf: int = 64, n_down: int = 3, norm: str = "batch"):
+        bias = conv_bias(norm)
+        layers, c = [nn.Conv2d(in_ch, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)], ndf
+        for i in range(1, n_down + 1):
+            nxt = ndf * min(2**i, 8)
+            layers += [nn.Conv2d(c, nxt, 4, 2 if i < n_down else 1, 1, bias=bias), norm_layer(norm, nxt),
+                       nn.LeakyReLU(0.2, True)]  # fmt: skip
+            c = nxt
+        layers.append(nn.Conv2d(c, 1, 4, 1, 1))
+        super().__init__(*layers)
+        self.out_channels = 1
+
+
+def build_discriminator(in_ch: int, cfg: DiscriminatorConfig, generator_norm: str) -> nn.Module:
+    """The configured discriminator on `in_ch` input channels ("same" norm: the generator's)."""
+    norm = generator_norm if cfg.norm == "same" else cfg.norm
+    if cfg.kind == "patch":
+        d = PatchDiscriminator(in_ch, cfg.ndf, cfg.n_downsampling, norm)
+    else:
+        d = ResnetDiscriminator(in_ch, cfg.ndf, cfg.n_downsampling, cfg.n_blocks, norm, cfg.dropout,
+                                cfg.activation, cfg.final_conv)  # fmt: skip
+    if cfg.spectral_norm:
+        for m in list(d.modules()):
+            for name, child in list(m.named_children()):
+                if isinstance(child, (nn.Conv2d, nn.Linear)):
+                    setattr(m, name, nn.utils.parametrizations.spectral_norm(child))
+    return d

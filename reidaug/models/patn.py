@@ -14,7 +14,13 @@ from torch import nn
 
 from reidaug.models import registry
 from reidaug.models.blocks import ConvBlock, ConvTDecoder, Encoder
-from reidaug.models.patn_family import FamilyLossConfig, FamilyModelConfig, PATNFamily
+from reidaug.models.patn_family import (
+    FamilyGenerator,
+    FamilyLossConfig,
+    FamilyModelConfig,
+    PATNFamily,
+    family_optimizers,
+)
 
 
 @dataclass
@@ -38,11 +44,11 @@ class PATB(nn.Module):
         return fp, torch.cat([xs, fp], 1)  # Eq. 4: F^S_tau = conv^S(F^S_{tau-1}) || F^P_tau
 
 
-class PATNGenerator(nn.Module):
-    """(P_c (B,3,H,W), S_c (B,18,H,W), S_t (B,18,H,W)) -> P_g (B,3,H,W) in [-1, 1]."""
+class PATNGenerator(FamilyGenerator):
+    """synthesize(P_c (B,3,H,W), S_c (B,18,H,W), S_t (B,18,H,W)) -> P_g (B,3,H,W) in [-1, 1]."""
 
     def __init__(self, cfg: PATNConfig):
-        super().__init__()
+        super().__init__(cfg)
         self.enc_a = Encoder(cfg.image_channels, cfg.ngf, cfg.n_downsampling, cfg.norm)  # E_A
         self.enc_s = Encoder(
             2 * cfg.pose_channels, cfg.ngf, cfg.n_downsampling, cfg.norm
@@ -53,7 +59,7 @@ class PATNGenerator(nn.Module):
         )
         self.decoder = ConvTDecoder(dim, cfg.image_channels, cfg.n_downsampling, cfg.norm)
 
-    def forward(self, image: torch.Tensor, src_pose: torch.Tensor, tgt_pose: torch.Tensor) -> torch.Tensor:
+    def synthesize(self, image: torch.Tensor, src_pose: torch.Tensor, tgt_pose: torch.Tensor) -> torch.Tensor:
         fp, fs = self.enc_a(image), self.enc_s(torch.cat([src_pose, tgt_pose], 1))
         for block in self.blocks:
             fp, fs = block(fp, fs)
@@ -66,6 +72,7 @@ class PATN(PATNFamily):
 
 
 registry.register(registry.MethodSpec(
-    name="patn", model_schema=PATNConfig, loss_schema=FamilyLossConfig, build=PATN,
+    name="patn", model_schema=PATNConfig, loss_schema=FamilyLossConfig, build=PATN, generator=PATNGenerator,
+    optimizers=family_optimizers,
     paper="Progressive Pose Attention Transfer for Person Image Generation (CVPR'19, journal ext.)",
 ))  # fmt: skip

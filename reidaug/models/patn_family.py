@@ -1,8 +1,8 @@
 """The PATN training framework (architecture notes 2.4-2.6), shared by PATN, APATN, XingGAN(++) and 2s-ATN.
 
-A family member supplies only its generator, `generator(P_c, S_c, S_t) -> P_g`; this module adds the
-appearance discriminator D_A on [image, P_c] (6 ch) and the shape discriminator D_S on [image, S_t] (21 ch),
-the loss of notes 2.5 and the fake-image pools:
+A family member supplies only its generator network, `synthesize(P_c, S_c, S_t) -> P_g` on one source; this
+module adds the appearance discriminator D_A on [image, P_c] (6 ch) and the shape discriminator D_S on
+[image, S_t] (21 ch), the loss of notes 2.5, the fake-image pools and the PATN iteration (G step, then D step):
 
   G:   lambda_gan * 1/2 * [GAN(D_A(P_g, P_c), 1) + GAN(D_S(P_g, S_t), 1)]
        + lambda_l1 * |P_g - P_t|_1 + lambda_perceptual * |VGG relu1_2(P_g) - VGG relu1_2(P_t)|_1
@@ -19,9 +19,10 @@ from torch import nn
 
 from reidaug.data.keypoints import NUM_JOINTS, heatmaps
 from reidaug.models.blocks import NORMS, check_choice, init_weights
-from reidaug.models.discriminators import DiscriminatorConfig, ResnetDiscriminator
+from reidaug.models.discriminators import DiscriminatorConfig, build_discriminator
 from reidaug.models.losses import DISTANCES, GAN_MODES, GANLoss, ImagePool, PerceptualLoss
-from reidaug.models.method import GANMethod
+from reidaug.models.method import Method, PoseGenerator, floats
+from reidaug.models.optim import OptimizerConfig, make_optimizer
 
 
 @dataclass
@@ -59,6 +60,11 @@ class FamilyLossConfig:
         check_choice("loss.perceptual_distance", self.perceptual_distance, DISTANCES)
 
 
+def family_optimizers() -> dict[str, OptimizerConfig]:
+    """Adam 2e-4, betas (0.5, 0.999) for G and for the Ds (notes 2.6)."""
+    return {"generator": OptimizerConfig(), "discriminators": OptimizerConfig()}
+
+
 @contextlib.contextmanager
 def frozen(module: nn.Module):
     """Build the graph without gradients for `module`'s parameters (D during the generator step)."""
@@ -72,41 +78,58 @@ def frozen(module: nn.Module):
             p.requires_grad_(flag)
 
 
-class PATNFamily(GANMethod):
+class FamilyGenerator(PoseGenerator):
+    """One source: heatmaps S_c, S_t (B, 18, H, W) of the source and target keypoints, then `synthesize`."""
+
+    def __init__(self, cfg: FamilyModelConfig):
+        super().__init__()
+        self.heatmap_sigma = cfg.heatmap_sigma
+
+    def pose_maps(self, kp: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Heatmaps (B, 18, H, W) of keypoints, at the image size, on the device (notes 1.4)."""
+        return heatmaps(kp, tuple(like.shape[-2:]), self.heatmap_sigma)
+
+    def synthesize(self, image: torch.Tensor, src_pose: torch.Tensor, tgt_pose: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        src, src_kp = batch["src_img"][:, 0], batch["src_kp"][:, 0]
+        return {"image": self.synthesize(src, self.pose_maps(src_kp, src), self.pose_maps(batch["tgt_kp"], src))}
+
+
+class PATNFamily(Method):
     """A PATN-family method: its generator plus D_A, D_S, the losses and the pools of notes 2.4-2.5."""
 
-    def __init__(self, generator: nn.Module, model_cfg: FamilyModelConfig, loss_cfg: FamilyLossConfig):
+    parts = ("generator", "discriminators")
+    progress_keys = ("g_l1", "g_total", "d_total")
+
+    def __init__(self, generator: FamilyGenerator, model_cfg: FamilyModelConfig, loss_cfg: FamilyLossConfig):
         super().__init__()
         self.model_cfg, self.loss_cfg = model_cfg, loss_cfg
         self.generator = init_weights(generator, model_cfg.init_std)
         img, pose, d = model_cfg.image_channels, model_cfg.pose_channels, model_cfg.discriminator
         self.discriminators = nn.ModuleDict({
-            "A": ResnetDiscriminator.from_config(2 * img, d, model_cfg.norm),  # appearance: [image, P_c]
-            "S": ResnetDiscriminator.from_config(img + pose, d, model_cfg.norm),  # shape: [image, S_t]
+            "A": build_discriminator(2 * img, d, model_cfg.norm),  # appearance: [image, P_c]
+            "S": build_discriminator(img + pose, d, model_cfg.norm),  # shape: [image, S_t]
         })  # fmt: skip
         self.gan_loss = GANLoss(loss_cfg.gan_mode)
         self.perceptual = (PerceptualLoss(loss_cfg.vgg_weights, loss_cfg.perceptual_distance)
                            if loss_cfg.lambda_perceptual > 0 else None)  # fmt: skip
-        self.pools = {k: ImagePool(loss_cfg.pool_size) for k in self.discriminators}
+        self.pools = nn.ModuleDict({k: ImagePool(loss_cfg.pool_size) for k in self.discriminators})
 
-    # -- inputs ---------------------------------------------------------------------------------------------
-    def pose_maps(self, kp: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """Heatmaps (B, 18, H, W) of keypoints, at the image size, on the device (notes 1.4)."""
-        return heatmaps(kp, tuple(like.shape[-2:]), self.model_cfg.heatmap_sigma)
-
+    # -- losses ---------------------------------------------------------------------------------------------
     def disc_inputs(self, batch: dict, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """D_A sees [image, P_c], D_S sees [image, S_t] (channel order of the code)."""
-        cond_a = batch["src_img"].to(image.dtype)
-        cond_s = self.pose_maps(batch["tgt_kp"], image).to(image.dtype)
+        cond_a = batch["src_img"][:, 0].to(image.dtype)
+        cond_s = self.generator_module().pose_maps(batch["tgt_kp"], image).to(image.dtype)
         return {"A": torch.cat([image, cond_a], 1), "S": torch.cat([image, cond_s], 1)}
 
-    # -- GANMethod ------------------------------------------------------------------------------------------
-    def generate(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        src = batch["src_img"]
-        return self.generator(src, self.pose_maps(batch["src_kp"], src), self.pose_maps(batch["tgt_kp"], src))
+    def generator_module(self) -> FamilyGenerator:
+        g = self.generator
+        return g.module if hasattr(g, "module") else g  # DDP-wrapped during multi-process training
 
-    def generator_loss(self, batch, fake) -> tuple[torch.Tensor, dict[str, float]]:
-        cfg, real = self.loss_cfg, batch["tgt_img"]
+    def generator_loss(self, batch, fake, cfg: FamilyLossConfig | None = None) -> tuple[torch.Tensor, dict]:
+        cfg, real = cfg or self.loss_cfg, batch["tgt_img"]
         terms = {}
         with frozen(self.discriminators):
             inputs = self.disc_inputs(batch, fake)
@@ -117,21 +140,34 @@ class PATNFamily(GANMethod):
         if self.perceptual is not None:
             terms["g_perceptual"] = cfg.lambda_perceptual * self.perceptual(fake, real)
         total = terms["g_gan"] + terms["g_l1"] + terms.get("g_perceptual", 0.0)
-        return total, _floats({"g_total": total, **terms})
+        return total, floats({"g_total": total, **terms})
 
-    def discriminator_loss(self, batch, fake) -> tuple[torch.Tensor, dict[str, float]]:
+    def discriminator_loss(self, batch, fake, cfg: FamilyLossConfig | None = None) -> tuple[torch.Tensor, dict]:
+        cfg = cfg or self.loss_cfg
         real_in = self.disc_inputs(batch, batch["tgt_img"])
         fake_in = self.disc_inputs(batch, fake.detach())
         terms = {}
         for k, d in self.discriminators.items():
             pooled = self.pools[k].query(fake_in[k])
-            terms[f"d_{k}"] = self.loss_cfg.lambda_gan * 0.5 * (self.gan_loss(d(real_in[k]), True)
-                                                                 + self.gan_loss(d(pooled), False))  # fmt: skip
+            terms[f"d_{k}"] = cfg.lambda_gan * 0.5 * (self.gan_loss(d(real_in[k]), True)
+                                                      + self.gan_loss(d(pooled), False))  # fmt: skip
         total = terms["d_A"] + terms["d_S"]
-        return total, _floats({"d_total": total, **terms})
+        return total, floats({"d_total": total, **terms})
 
+    # -- Method ---------------------------------------------------------------------------------------------
+    def configure_optimizers(self, optim: dict[str, OptimizerConfig]) -> dict[str, torch.optim.Optimizer]:
+        """Adam for G and one for both Ds (per-element updates: the same as one Adam per D)."""
+        return {"generator": make_optimizer(self.generator.parameters(), optim["generator"]),
+                "discriminators": make_optimizer(self.discriminators.parameters(), optim["discriminators"])}  # fmt: skip
 
-def _floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Logged values as floats with a single device sync."""
-    values = torch.stack([t.detach().float() for t in terms.values()]).tolist()
-    return dict(zip(terms, values))
+    def training_step(self, batch, step) -> dict[str, float]:
+        """PATN order (notes 2.6): fake = G(batch); G step with the Ds frozen; D step on fake.detach()."""
+        with step.autocast():
+            fake = self.generator(batch)["image"]
+        with step.frozen("discriminators"), step.autocast():
+            g_total, g_logs = self.generator_loss(batch, fake, step.loss)
+        step.step("generator", g_total)
+        with step.autocast():
+            d_total, d_logs = self.discriminator_loss(batch, fake.detach(), step.loss)
+        step.step("discriminators", d_total)
+        return {**g_logs, **d_logs}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from reidaug.data.market import DISTRACTOR_PID, JUNK_PID, SPLITS, read_split
+from reidaug.data.market import DISTRACTOR_PID, JUNK_PID, SPLITS, check_root, read_split
 from reidaug.errors import ReidaugError
 from reidaug.reid._torchreid import reid
 
@@ -44,23 +44,13 @@ def read_market_split(root: str | Path, split: str) -> list[tuple[str, int, int]
     return [(p, int(pid), int(c) - 1) for p, pid, c in zip(df.path, pids, df.camid, strict=True)]
 
 
-def check_root(root: str | Path) -> Path:
-    root = Path(root)
-    if not root.is_dir():
-        raise ReidaugError(f"Market root {root} is not a folder")
-    missing = [d for d in SPLITS.values() if not (root / d).is_dir()]
-    if missing:
-        raise ReidaugError(f"Market root {root} lacks {', '.join(missing)}")
-    return root
-
-
 class ReidaugMarket(reid.data.ImageDataset):
     """A Market-1501-style root (bounding_box_train, bounding_box_test, query) read in place."""
 
     _junk_pids = [JUNK_PID, DISTRACTOR_PID]  # left out when torchreid combines splits (combineall)
 
     def __init__(self, root: str = "", **kwargs):
-        self.root = check_root(root)
+        self.root = check_root(root, SPLITS)
         for k in _FOREIGN_KWARGS:
             kwargs.pop(k, None)
         train = read_market_split(self.root, "train")
@@ -101,7 +91,7 @@ class _Market1501AtRoot(reid.data.datasets.Market1501):
 
 def torchreid_market1501(root: str | Path, **kwargs):
     """torchreid's own `Market1501` parser on the Market root `root` (checked first: it never downloads)."""
-    root = check_root(root)
+    root = check_root(root, SPLITS)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The current data structure is deprecated")
         return _Market1501AtRoot(root=str(root), **{"verbose": False, **kwargs})

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from reidaug.config import to_dict, to_yaml
+from reidaug.data.market import SPLITS, check_root
 from reidaug.errors import ReidaugError
 from reidaug.reid import dataset as rd
 from reidaug.reid._torchreid import VERSION, reid
@@ -46,7 +47,7 @@ def reid_eval(
 ) -> dict:
     """Train `cfg.backbone` with `cfg.loss` on `root`'s bounding_box_train; mAP and CMC on query vs gallery."""
     cfg = validate(cfg or ReidConfig())
-    root = rd.check_root(root)
+    root = check_root(root, SPLITS)
     out_json = Path(out_json)
     if out_json.suffix.lower() != ".json":
         raise ReidaugError(f"output {out_json} must be a .json file")

@@ -1,7 +1,11 @@
-"""The training recipe (`train:` section of configs/methods/<method>.yaml) and the composed method config.
+"""The training recipe (`train:` section of a method config) and the composed method config:
 
-Defaults are the PATN Market recipe (architecture notes 2.6): Adam 2e-4, betas (0.5, 0.999) for G and D,
-batch 32, 87,500 iterations, learning rate constant until iteration 62,375 then linear to 0 at 87,500.
+  method, model (the method's schema), loss (its schema), optim (its named optimizers, reidaug.models.optim),
+  stages (its training stages), train (this file: the loop, devices, schedule, logging, checkpoints).
+
+Every section's defaults live in its schema (the PATN Market recipe, architecture notes 2.6, for the PATN
+family): a YAML file in configs/methods/ states only what differs, and `--set a.b=c` overrides any value.
+Batch 32, 87,500 iterations, learning rate constant until iteration 62,375 then linear to 0 at 87,500.
 The reference code decays once per 125-iteration pseudo-epoch with factor 1 - max(0, e + 2 - 500) / 201
 after e epochs, i.e. the first decayed epoch starts at 499 * 125 = 62,375; here the decay is per iteration
 (identical within one pseudo-epoch).
@@ -22,10 +26,7 @@ from reidaug.errors import ReidaugError
 class TrainConfig:
     iterations: int = 87_500  # 700 pseudo-epochs x 125 iterations
     batch_size: int = 32  # global batch: split evenly over DDP processes
-    lr: float = 2e-4  # generator
-    lr_d: float | None = None  # discriminators (None: same as lr)
-    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
-    decay_start: int = 62_375  # constant lr before this iteration, then linear to 0 at `iterations` (>= it: none)
+    decay_start: int = 62_375  # every optimizer: constant lr before this iteration, then linear to 0 at `iterations`
     seed: int = 0  # model init, dropout, image pool and the pair order (a function of seed and iteration)
     num_workers: int = 4  # DataLoader worker processes decoding images
     pin_memory: bool = True  # page-locked host batches (CUDA only)
@@ -56,9 +57,9 @@ def lr_factor(iteration: int, iterations: int, decay_start: int) -> float:
 
 @functools.cache
 def method_config_schema(name: str) -> type:
-    """The dataclass of a whole method config: method, model (the method's schema), loss, train (one class
-    per method, so configs compare equal)."""
+    """The dataclass of a whole method config (one class per method, so configs compare equal)."""
     from reidaug.models import registry
+    from reidaug.models.optim import OptimizerConfig, StageConfig
 
     spec = registry.get(name)
     return dataclasses.make_dataclass(
@@ -67,6 +68,8 @@ def method_config_schema(name: str) -> type:
             ("method", str, field(default=name)),
             ("model", spec.model_schema, field(default_factory=spec.model_schema)),
             ("loss", spec.loss_schema, field(default_factory=spec.loss_schema)),
+            ("optim", dict[str, OptimizerConfig], field(default_factory=spec.optimizers)),
+            ("stages", list[StageConfig], field(default_factory=spec.stages)),
             ("train", TrainConfig, field(default_factory=TrainConfig)),
         ],
     )
@@ -92,6 +95,8 @@ def config_from_dict(name: str, data: dict, overrides=()):
 
 
 def check_method_config(cfg, name: str) -> None:
+    from reidaug.models import registry
+
     if cfg.method != name:
         raise ReidaugError(f"config is for method {cfg.method!r}, not {name!r}")
     t = cfg.train
@@ -99,10 +104,45 @@ def check_method_config(cfg, name: str) -> None:
         raise ReidaugError("train.iterations and train.batch_size must be at least 1")
     if t.decay_start < 0:
         raise ReidaugError(f"train.decay_start must be >= 0, got {t.decay_start}")
-    if len(t.betas) != 2:
-        raise ReidaugError(f"train.betas needs two values, got {list(t.betas)}")
     if t.amp_dtype not in ("bf16", "fp16"):
         raise ReidaugError(f"train.amp_dtype must be bf16 or fp16, got {t.amp_dtype!r}")
     for key in ("checkpoint_every", "log_every"):
         if getattr(t, key) < 1:
             raise ReidaugError(f"train.{key} must be at least 1")
+    declared = set(registry.get(name).optimizers())
+    if set(cfg.optim) != declared:
+        raise ReidaugError(f"optim names {sorted(cfg.optim)} differ from method {name}'s optimizers {sorted(declared)}")
+    registry.num_sources(cfg.model)
+    stage_spans(cfg)
+
+
+def stage_spans(cfg) -> list[tuple[int, int, object, object]]:
+    """(start, stop, stage, loss config of the stage) for every stage of a method config, validated."""
+    from reidaug.models.optim import StageConfig
+
+    stages = list(cfg.stages) or [StageConfig()]
+    iterations, start, spans = cfg.train.iterations, 0, []
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ReidaugError(f"stage names must be unique, got {names}")
+    loss_fields = {f.name for f in dataclasses.fields(cfg.loss)}
+    for i, st in enumerate(stages):
+        last = i == len(stages) - 1
+        if st.until is None and not last:
+            raise ReidaugError(f"stage {st.name!r}: only the last stage may leave 'until' unset")
+        stop = iterations if last else int(st.until)  # the last stage runs to the end of training
+        if stop <= start and not last:
+            raise ReidaugError(f"stage {st.name!r} ends at iteration {stop}, not after its start {start}")
+        unknown = sorted(set(st.train) - set(cfg.optim))
+        if unknown:
+            raise ReidaugError(f"stage {st.name!r} trains unknown optimizers {unknown}; the method has {sorted(cfg.optim)}")
+        bad = sorted(set(st.loss) - loss_fields)
+        if bad:
+            raise ReidaugError(f"stage {st.name!r} overrides unknown loss settings {bad}")
+        try:
+            loss = dataclasses.replace(cfg.loss, **dict(st.loss)) if st.loss else cfg.loss
+        except TypeError as e:
+            raise ReidaugError(f"stage {st.name!r}: bad loss override: {e}") from None
+        spans.append((start, stop, st, loss))
+        start = stop
+    return spans

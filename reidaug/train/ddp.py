@@ -1,9 +1,10 @@
 """Multi-process training with DistributedDataParallel, as launched by
 `torchrun --nproc_per_node N -m reidaug train ...` (NCCL on CUDA, gloo on the CPU; never DataParallel).
 
-The generator and each discriminator are wrapped in their own DDP module in place (`method.generator`,
-`method.discriminators[k]`), so a method's own forward code runs unchanged. During the generator step the
-discriminators run under `no_sync` with frozen parameters; gradients of D are averaged in the D step only.
+Each trained part of a method (`Method.parts`; a ModuleDict part child by child) is wrapped in its own DDP
+module in place, so a method's own forward code runs unchanged. Parts a step only evaluates run under
+`no_sync` with frozen parameters (reidaug.train.steps.Steps.frozen): their gradients are averaged in the step
+that trains them.
 """
 
 from __future__ import annotations
@@ -78,51 +79,55 @@ def broadcast_object(info: DistInfo, obj):
     return box[0]
 
 
+def part_modules(method: nn.Module) -> dict[str, nn.Module]:
+    """The trained modules of a method by path: each of `method.parts`, a container part (ModuleDict,
+    ModuleList) child by child."""
+    out = {}
+    for path in method.parts:
+        part = method.get_submodule(path)
+        if isinstance(part, (nn.ModuleDict, nn.ModuleList)):
+            out.update({f"{path}.{k}": m for k, m in part.named_children()})
+        else:
+            out[path] = part
+    return out
+
+
+def _set(method: nn.Module, path: str, module: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(method.get_submodule(parent) if parent else method, name, module)
+
+
 class Wrapped:
-    """The raw modules of a method whose generator and discriminators may be DDP-wrapped in place."""
+    """A method whose trained parts (`method.parts`) are each DDP-wrapped in place under torchrun, so the
+    method's own forward code runs unchanged; `raw` holds the unwrapped modules."""
 
     def __init__(self, method, info: DistInfo, find_unused_parameters: bool = False):
         self.method = method
-        self.generator: nn.Module = method.generator
-        self.discriminators: dict[str, nn.Module] = dict(method.discriminators.items())
-        self.ddp: list[DDP] = []
+        self.raw: dict[str, nn.Module] = part_modules(method)
+        self.wrapped: dict[str, nn.Module] = dict(self.raw)
         if info.enabled:
             ids = [info.device.index] if info.device.type == "cuda" else None
-            kw = {"device_ids": ids, "find_unused_parameters": find_unused_parameters}
-            method.generator = DDP(self.generator, **kw)
-            self.ddp.append(method.generator)
-            for k, d in self.discriminators.items():
-                method.discriminators[k] = DDP(d, **kw)
-                self.ddp.append(method.discriminators[k])
+            for path, m in self.raw.items():
+                if any(p.requires_grad for p in m.parameters()):
+                    self.wrapped[path] = DDP(m, device_ids=ids, find_unused_parameters=find_unused_parameters)
+                    _set(method, path, self.wrapped[path])
+
+    def _put(self, modules: dict[str, nn.Module]) -> None:
+        for path, m in modules.items():
+            _set(self.method, path, m)
 
     def restore(self) -> None:
         """Unwrap for good (after training): the method holds its raw modules again."""
-        self.method.generator = self.generator
-        for k, d in self.discriminators.items():
-            self.method.discriminators[k] = d
-
-    def d_no_sync(self):
-        """Context: discriminators' forward passes without gradient synchronisation (the G step)."""
-        stack = contextlib.ExitStack()
-        for k in self.discriminators:
-            d = self.method.discriminators[k]
-            if isinstance(d, DDP):
-                stack.enter_context(d.no_sync())
-        return stack
+        self._put(self.raw)
 
     @contextlib.contextmanager
     def unwrapped(self):
-        """Temporarily put the raw modules back (rank-0-only work such as sample grids: no collectives)."""
-        g, ds = self.method.generator, dict(self.method.discriminators.items())
-        self.method.generator = self.generator
-        for k, d in self.discriminators.items():
-            self.method.discriminators[k] = d
+        """Temporarily put the raw modules back (checkpoints, rank-0-only sample grids: no collectives)."""
+        self._put(self.raw)
         try:
             yield self.method
         finally:
-            self.method.generator = g
-            for k, d in ds.items():
-                self.method.discriminators[k] = d
+            self._put(self.wrapped)
 
 
 def convert_sync_bn(module: nn.Module) -> nn.Module:

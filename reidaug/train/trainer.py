@@ -1,24 +1,24 @@
-"""The generic GAN training loop: any registered method (reidaug.models.method.GANMethod) on Market pairs.
+"""The generic training loop for any registered method (reidaug.models.method): the engine owns the loop,
+devices, DDP, logging, samples and checkpoints; the method owns its optimizers and its iteration.
 
-Per iteration (PATN order, notes 2.6): fake = G(batch); update G on generator_loss with the discriminators
-frozen; update the discriminators on discriminator_loss(batch, fake.detach()). Adam for G and for the Ds,
-learning rate constant then linear to 0 (iteration-based LambdaLR), bf16 autocast on CUDA.
+Per iteration: enter the stage of the iteration (the method config's `stages`), call
+`method.training_step(batch, steps)` (the method zero-grads, back-propagates and steps its named optimizers in
+its own order through `steps`, reidaug.train.steps), update the loss scaler, step every optimizer's
+learning-rate schedule (constant until train.decay_start, then linear to 0).
 
-A run folder holds config.yaml, log.jsonl, tb/ (TensorBoard), samples/iter_XXXXXX.png (source | source pose |
+A run folder holds config.yaml, log.jsonl, tb/ (TensorBoard), samples/iter_XXXXXX.png (sources | source pose |
 target pose | generated | target) and checkpoints/{latest.pt, iter_XXXXXX.pt}. `resume` continues from
-checkpoints/latest.pt exactly: the batch of iteration t depends only on (seed, t), and the checkpoint holds
-the models, optimizers, schedulers, grad scaler, image pools and every RNG, per DDP rank.
+checkpoints/latest.pt exactly: the batch of iteration t depends only on (seed, t), and the checkpoint holds the
+method's state dict, the optimizers, schedulers, grad scaler and every RNG, per DDP rank.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -29,18 +29,18 @@ from reidaug import __version__
 from reidaug.config import to_dict, to_yaml
 from reidaug.errors import ReidaugError, first_line
 from reidaug.train import ddp
-from reidaug.train.checkpoint import (
-    load_checkpoint,
-    load_pool_states,
-    pool_states,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
-from reidaug.train.config import lr_factor
-from reidaug.train.data import IterationSampler, PairDataset, image_index, make_loader, to_device
+from reidaug.train.checkpoint import rng_state, save_checkpoint, set_rng_state
+from reidaug.train.config import lr_factor, stage_spans
+from reidaug.train.data import IterationSampler
+from reidaug.train.steps import Steps
 from reidaug.utils.io import atomic_write_text, check_output_dir
-from reidaug.utils.runtime import seed_all
+from reidaug.utils.runtime import Amp, seed_all
+
+EXTRA_STATE = "_extra_state"  # per-rank module state (image pools): saved per rank
+
+
+class TrainingError(RuntimeError):
+    """Training broke (a non-finite loss, diverged DDP replicas): not something the input can fix."""
 
 
 @dataclass
@@ -49,55 +49,46 @@ class TrainResult:
     iteration: int
     checkpoint: Path | None
     history: list[dict] = field(default_factory=list)  # the JSONL entries this call wrote (rank 0)
-    method: object = None  # the trained GANMethod (unwrapped), e.g. to generate in the same process
+    method: object = None  # the trained Method (unwrapped), e.g. to generate in the same process
 
 
-def default_annotations(root: str | Path, split: str = "train") -> Path:
-    return Path(root) / "annotations" / f"{split}.csv"
-
-
-def load_pairs(pairs, ann) -> pd.DataFrame:
-    """A pairs DataFrame, a `from,to` CSV path, or None (all PATN-rule pairs of the annotations)."""
-    from reidaug.data.pairs import make_pairs, read_pairs
+def load_table(pairs, ann, num_sources: int = 1, seed: int = 0) -> pd.DataFrame:
+    """A pairs/tuples DataFrame, a CSV path, or None: all PATN-rule pairs of the annotations (M = 1) or as
+    many M-source tuples (reidaug.data.pairs.make_tuples)."""
+    from reidaug.data.pairs import make_pairs, make_tuples, read_pairs
 
     if pairs is None:
-        df = make_pairs(ann)
+        df = make_pairs(ann) if num_sources == 1 else make_tuples(ann, num_sources, seed)
         if len(df) == 0:
             raise ReidaugError("the annotations give no training pairs (no identity has two torso-complete images)")
         return df
     return pairs if isinstance(pairs, pd.DataFrame) else read_pairs(pairs)
 
 
-def autocast_for(device: torch.device, cfg):
-    use = bool(cfg.amp) and device.type == "cuda"
-    dtype = torch.bfloat16 if cfg.amp_dtype == "bf16" else torch.float16
-    return (lambda: torch.autocast(device.type, dtype=dtype, enabled=use)), use and dtype == torch.float16
-
-
-def set_requires_grad(modules, flag: bool) -> None:
-    for m in modules:
-        m.requires_grad_(flag)
-
-
 def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annotations=None, resume=None,
           device: str = "auto", overwrite: bool = False, show_progress: bool = True,
           callback: Callable[[int, dict], None] | None = None) -> TrainResult:  # fmt: skip
-    """Train `cfg.method` (a composed method config, see reidaug.train.config) on pairs of `data_root`.
+    """Train `cfg.method` (a composed method config, see reidaug.train.config) on samples of `data_root`.
 
-    `pairs`: DataFrame / CSV path / None (PATN-rule pairs of `annotations`, default ROOT/annotations/train.csv).
-    `resume`: a checkpoint path or an already loaded checkpoint dict. `callback(iteration, logs)` runs after
-    every completed iteration (tests use it to interrupt a run).
+    `pairs`: DataFrame / pairs or tuples CSV / None (PATN-rule pairs or tuples of `annotations`, default
+    ROOT/annotations/train.csv). `resume`: a checkpoint path or an already loaded checkpoint dict.
+    `callback(iteration, logs)` runs after every completed iteration (tests use it to interrupt a run).
     """
     from reidaug.data.keypoints import read_annotations
+    from reidaug.data.market import annotation_path
+    from reidaug.data.pairs import source_columns
+    from reidaug.data.samples import SampleDataset, image_index, make_loader, to_device
     from reidaug.models import registry
+    from reidaug.models.checkpoint import check_method, check_resumable, load_checkpoint
 
     info = ddp.setup(device)
     try:
         t = cfg.train
         out = Path(out_dir)
         ckpt = resume if isinstance(resume, dict) or resume is None else load_checkpoint(resume)
-        if ckpt is not None and ckpt["method"] != cfg.method:
-            raise ReidaugError(f"checkpoint is for method {ckpt['method']!r}, not {cfg.method!r}")
+        if ckpt is not None:
+            check_method(ckpt, cfg.method, out)
+            check_resumable(ckpt, out)
         start = int(ckpt["iteration"]) if ckpt is not None else 0
         if info.main and ckpt is None and not overwrite:  # checks only: nothing is written before the model builds
             if (out / "checkpoints" / "latest.pt").is_file():
@@ -105,25 +96,27 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
             check_output_dir(out, False)
 
         # Data: validated before anything heavy is built.
-        ann = read_annotations(annotations or default_annotations(data_root))
-        pair_df = load_pairs(pairs, ann)
+        m = registry.num_sources(cfg.model)
+        ann = read_annotations(annotations or annotation_path(data_root))
+        table = load_table(pairs, ann, m, t.seed)
+        cols = source_columns(table)
         # What the generator sees, for the leakage check of augment (notes 12.5).
-        data = {"pairs": len(pair_df), "images": sorted(set(pair_df["from"]) | set(pair_df["to"]))}
-        dataset = PairDataset.from_pairs(pair_df, image_index(data_root), ann)
+        seen = set(table["to"]).union(*(set(table[c]) for c in cols[:m]))
+        data = {"pairs": len(table), "images": sorted(seen)}
+        dataset = SampleDataset.from_table(table, image_index(data_root), ann, m)
         if start >= t.iterations:
             raise ReidaugError(f"the checkpoint is at iteration {start}; train.iterations is {t.iterations}")
+        spans = stage_spans(cfg)
 
-        # Model, optimisers, schedules.
+        # Model, optimizers, schedules.
         seed_all(t.seed)
         dev = info.device
-        spec = registry.get(cfg.method)
-        method = spec.build(cfg.model, cfg.loss).to(dev)
+        method = registry.get(cfg.method).build(cfg.model, cfg.loss).to(dev)
         if info.enabled:
             seed_all(t.seed * 1009 + info.rank + 1)  # rank-specific dropout and pools (init is broadcast)
             if t.sync_bn and dev.type == "cuda":
-                method.generator = ddp.convert_sync_bn(method.generator)
-                for k in list(method.discriminators):
-                    method.discriminators[k] = ddp.convert_sync_bn(method.discriminators[k])
+                for path, part in ddp.part_modules(method).items():
+                    ddp._set(method, path, ddp.convert_sync_bn(part))
         if info.main:
             if ckpt is None:
                 check_output_dir(out, overwrite)
@@ -140,45 +133,55 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
         if t.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
         method.train()
-        gen, discs = method.generator, list(method.discriminators.values())
-        opt_g, opt_d, sched_g, sched_d = build_optimizers(method, t)
-        autocast, fp16 = autocast_for(dev, t)
-        scaler = torch.amp.GradScaler(dev.type, enabled=fp16)
+        optimizers = method.configure_optimizers(cfg.optim)
+        if set(optimizers) != set(cfg.optim):
+            raise TrainingError(f"{cfg.method}.configure_optimizers returned {sorted(optimizers)}, "
+                                f"its config declares {sorted(cfg.optim)}")  # fmt: skip
+        schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, _LrFactor(t.iterations, t.decay_start))
+                      for k, o in optimizers.items()}  # fmt: skip
+        amp = Amp(dev, t.amp, t.amp_dtype)
+        scaler = amp.scaler()
 
         if ckpt is not None:
-            _restore(ckpt, method, opt_g, opt_d, sched_g, sched_d, scaler, info)
-            _apply_recipe(t, opt_g, opt_d, sched_g, sched_d)
+            _restore(ckpt, method, optimizers, schedulers, scaler, info)
+            method.to(dev)
+            follow_recipe(cfg, optimizers, schedulers)
         if t.compile:
-            gen.compile()
-            for d in discs:
-                d.compile()
+            for part in ddp.part_modules(method).values():
+                part.compile()
         wrapped = ddp.Wrapped(method, info, t.find_unused_parameters)
+        inference = _module_path(method, method.inference_module())
+        steps = Steps(method, optimizers, scaler, amp, spans)
 
         sampler = IterationSampler(len(dataset), t.batch_size, t.seed, start, t.iterations, info.rank, info.world)
         loader = make_loader(dataset, sampler, num_workers=t.num_workers, pin_memory=t.pin_memory and dev.type == "cuda",
                              prefetch_factor=t.prefetch_factor, seed=t.seed)  # fmt: skip
-        logger = _Logger(out, start, t, info.main and show_progress, enabled=info.main)
+        first = next(iter(optimizers))
+        logger = _Logger(out, start, t, info.main and show_progress, enabled=info.main,
+                         keys=getattr(method, "progress_keys", ()))  # fmt: skip
         fixed = _sample_batch(dataset, t) if info.main else None
         last_ckpt = batches = None
         try:
             batches = iter(loader)
             for it in range(start, t.iterations):
                 batch = to_device(next(batches), dev, channels_last)
-                lr = opt_g.param_groups[0]["lr"]
-                logs = train_step(method, batch, opt_g, opt_d, scaler, autocast, wrapped.d_no_sync)
-                sched_g.step()
-                sched_d.step()
+                lrs = {k: o.param_groups[0]["lr"] for k, o in optimizers.items()}
+                steps.begin(it)
+                logs = {k: float(v) for k, v in method.training_step(batch, steps).items()}
+                scaler.update()
+                for sched in schedulers.values():
+                    sched.step()
 
                 done = it + 1
                 if not all(math.isfinite(v) for v in logs.values()):
-                    raise ReidaugError(f"non-finite loss at iteration {done}: {logs}")
-                logger.step(done, logs, lr)
+                    raise TrainingError(f"non-finite loss at iteration {done}: {logs}")
+                logger.step(done, logs, {"lr": lrs[first], **{f"lr_{k}": v for k, v in lrs.items() if k != first}})
                 if fixed is not None and (done == t.iterations or (t.sample_every and done % t.sample_every == 0)):
                     with wrapped.unwrapped():
-                        _write_samples(method, fixed, out / "samples" / f"iter_{done:06d}.png", dev, autocast,
+                        _write_samples(method, fixed, out / "samples" / f"iter_{done:06d}.png", dev, amp,
                                        channels_last)  # fmt: skip
                 if done % t.checkpoint_every == 0 or done == t.iterations:
-                    state = _state(cfg, done, wrapped, opt_g, opt_d, sched_g, sched_d, scaler, sampler, info, data)
+                    state = _state(cfg, done, wrapped, inference, optimizers, schedulers, scaler, sampler, info, data)
                     if info.main:
                         last_ckpt = save_checkpoint(out / "checkpoints" / "latest.pt", state)
                         if done == t.iterations or (t.keep_every and done % t.keep_every == 0):
@@ -197,41 +200,6 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
         ddp.cleanup(info)
 
 
-def build_optimizers(method, t):
-    """Adam for G and one for all Ds (per-element updates: the same as one Adam per D), with the
-    constant-then-linear LambdaLR of each; (opt_g, opt_d, sched_g, sched_d)."""
-    betas = tuple(t.betas)
-    opt_g = torch.optim.Adam(method.generator.parameters(), lr=t.lr, betas=betas)
-    params = chain(*(d.parameters() for d in method.discriminators.values()))
-    opt_d = torch.optim.Adam(params, lr=t.lr_d if t.lr_d is not None else t.lr, betas=betas)
-    factor = _LrFactor(t.iterations, t.decay_start)
-    return opt_g, opt_d, torch.optim.lr_scheduler.LambdaLR(opt_g, factor), torch.optim.lr_scheduler.LambdaLR(opt_d, factor)
-
-
-def train_step(method, batch, opt_g, opt_d, scaler, autocast, d_no_sync=contextlib.nullcontext) -> dict:
-    """One PATN-order iteration: fake = G(batch); G step with the Ds frozen; D step on fake.detach().
-
-    Returns the method's logged loss values (floats). `d_no_sync` keeps DDP from syncing D during the G step.
-    """
-    discs = list(method.discriminators.values())
-    with autocast():
-        fake = method.generate(batch)
-    set_requires_grad(discs, False)
-    with autocast(), d_no_sync():
-        g_total, g_logs = method.generator_loss(batch, fake)
-    opt_g.zero_grad(set_to_none=True)
-    scaler.scale(g_total).backward()
-    scaler.step(opt_g)
-    set_requires_grad(discs, True)
-    with autocast():
-        d_total, d_logs = method.discriminator_loss(batch, fake.detach())
-    opt_d.zero_grad(set_to_none=True)
-    scaler.scale(d_total).backward()
-    scaler.step(opt_d)
-    scaler.update()
-    return {**{k: float(v) for k, v in g_logs.items()}, **{k: float(v) for k, v in d_logs.items()}}
-
-
 class _LrFactor:
     """Picklable LambdaLR multiplier (see reidaug.train.config.lr_factor)."""
 
@@ -242,30 +210,38 @@ class _LrFactor:
         return lr_factor(step, self.iterations, self.decay_start)
 
 
-def _state(cfg, done, wrapped, opt_g, opt_d, sched_g, sched_d, scaler, sampler, info, data: dict) -> dict:
-    """The checkpoint dict; RNG and image pools are gathered from every rank (a collective call), with a
-    hash of every rank's parameters: DDP replicas must hold identical weights."""
-    modules = [wrapped.generator, *wrapped.discriminators.values()]
-    mine = {"rng": rng_state(), "pools": pool_states(wrapped.method), "params": parameter_hash(modules)}
-    per_rank = ddp.gather_objects(info, mine)
+def _module_path(method, module) -> str:
+    """The submodule path of `module` inside `method` (where generation finds its weights)."""
+    for name, m in method.named_modules():
+        if m is module and name:
+            return name
+    raise TrainingError(f"{type(method).__name__}.inference_module() is not a submodule of the method")
+
+
+def _state(cfg, done, wrapped, inference, optimizers, schedulers, scaler, sampler, info, data: dict) -> dict:
+    """The checkpoint dict. RNG and per-rank module state (image pools) are gathered from every rank (a collective
+    call), with a hash of every rank's parameters: DDP replicas must hold identical weights."""
+    with wrapped.unwrapped() as method:
+        full = method.state_dict()
+        params = parameter_hash(wrapped.raw.values())
+    extra = {k: v for k, v in full.items() if k.endswith(EXTRA_STATE)}
+    model = {k: v for k, v in full.items() if not k.endswith(EXTRA_STATE)}
+    per_rank = ddp.gather_objects(info, {"rng": rng_state(), "extra": extra, "params": params})
     replicas = [r["params"] for r in per_rank]
     if len(set(replicas)) > 1:
-        raise ReidaugError(f"DDP replicas diverged at iteration {done}: parameter hashes {replicas}")
+        raise TrainingError(f"DDP replicas diverged at iteration {done}: parameter hashes {replicas}")
     return {
         "reidaug_version": __version__,
         "method": cfg.method,
         "config": to_dict(cfg),
         "iteration": done,
         "world_size": info.world,
-        "models": {
-            "generator": wrapped.generator.state_dict(),
-            "discriminators": {k: d.state_dict() for k, d in wrapped.discriminators.items()},
-            "pools": [r["pools"] for r in per_rank],
-        },
-        "optimizers": {"generator": opt_g.state_dict(), "discriminators": opt_d.state_dict()},
-        "schedulers": {"generator": sched_g.state_dict(), "discriminators": sched_d.state_dict()},
+        "model": model,
+        "inference": inference,
+        "ranks": [{"rng": r["rng"], "extra": r["extra"]} for r in per_rank],
+        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+        "schedulers": {k: s.state_dict() for k, s in schedulers.items()},
         "scaler": scaler.state_dict(),
-        "rng": [r["rng"] for r in per_rank],
         "sampler": {**sampler.state_dict(), "iteration": done},
         "replicas": replicas,
         "data": data,
@@ -283,47 +259,51 @@ def parameter_hash(modules) -> str:
     return h.hexdigest()
 
 
-def _apply_recipe(t, opt_g, opt_d, sched_g, sched_d) -> None:
-    """After loading optimiser and scheduler states, follow the current config's lr, betas and schedule
-    (identical when unchanged; `--resume --set train.iterations=...` extends a run with the new schedule)."""
-    for opt, sched, lr in ((opt_g, sched_g, t.lr), (opt_d, sched_d, t.lr_d if t.lr_d is not None else t.lr)):
+def follow_recipe(cfg, optimizers, schedulers) -> None:
+    """After loading optimizer and scheduler states, follow the current config's learning rates, betas and
+    schedule (identical when unchanged; `--resume --set train.iterations=...` extends a run with the new
+    schedule)."""
+    t = cfg.train
+    for name, opt in optimizers.items():
+        sched, ocfg = schedulers[name], cfg.optim[name]
         sched.lr_lambdas = [_LrFactor(t.iterations, t.decay_start) for _ in opt.param_groups]
-        sched.base_lrs = [lr for _ in opt.param_groups]
+        sched.base_lrs = [ocfg.lr for _ in opt.param_groups]
         for g, fn in zip(opt.param_groups, sched.lr_lambdas):
-            g["initial_lr"] = lr
-            g["lr"] = lr * fn(sched.last_epoch)
-            g["betas"] = tuple(t.betas)
+            g["initial_lr"] = ocfg.lr
+            g["lr"] = ocfg.lr * fn(sched.last_epoch)
+            g["betas"] = tuple(ocfg.betas)
+            g["weight_decay"] = ocfg.weight_decay
         sched._last_lr = [g["lr"] for g in opt.param_groups]
 
 
-def _restore(ckpt, method, opt_g, opt_d, sched_g, sched_d, scaler, info) -> None:
-    load_models(method, ckpt)
-    opt_g.load_state_dict(ckpt["optimizers"]["generator"])
-    opt_d.load_state_dict(ckpt["optimizers"]["discriminators"])
-    sched_g.load_state_dict(ckpt["schedulers"]["generator"])
-    sched_d.load_state_dict(ckpt["schedulers"]["discriminators"])
-    scaler.load_state_dict(ckpt["scaler"])
-    rngs, pools = ckpt["rng"], ckpt["models"]["pools"]
-    if len(rngs) == info.world:
-        set_rng_state(rngs[info.rank])
-        load_pool_states(method, pools[info.rank], info.device)
+def _restore(ckpt, method, optimizers, schedulers, scaler, info) -> None:
+    ranks = ckpt.get("ranks") or []
+    mine = ranks[min(info.rank, len(ranks) - 1)] if ranks else {"extra": {}}
+    load_method_state(method, {**ckpt["model"], **mine["extra"]})
+    saved = set(ckpt.get("optimizers", {}))
+    if saved != set(optimizers):
+        raise ReidaugError(f"checkpoint optimizers {sorted(saved)} differ from the method's {sorted(optimizers)}")
+    try:
+        for k, opt in optimizers.items():
+            opt.load_state_dict(ckpt["optimizers"][k])
+            schedulers[k].load_state_dict(ckpt["schedulers"][k])
+        scaler.load_state_dict(ckpt["scaler"])
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise ReidaugError(f"checkpoint optimizer state does not fit: {first_line(e)}") from None
+    if len(ranks) == info.world:
+        set_rng_state(mine["rng"])
     else:  # a different number of processes: continue with fresh, still seeded, streams
         from reidaug.utils.progress import console
 
         if info.main:
-            console.print(f"[yellow]resuming {len(rngs)}-process checkpoint on {info.world}: RNG streams reseeded")
+            console.print(f"[yellow]resuming {len(ranks)}-process checkpoint on {info.world}: RNG streams reseeded")
         seed_all(int(ckpt["iteration"]) * 7919 + info.rank)
 
 
-def load_models(method, ckpt: dict) -> None:
-    """Generator and discriminator weights of a checkpoint into a freshly built method (one error line)."""
+def load_method_state(method, state: dict) -> None:
+    """A checkpoint's method state dict into a freshly built method (one error line when it does not fit)."""
     try:
-        method.generator.load_state_dict(ckpt["models"]["generator"])
-        saved = ckpt["models"]["discriminators"]
-        if set(saved) != set(method.discriminators):
-            raise ReidaugError(f"checkpoint discriminators {sorted(saved)} != {sorted(method.discriminators)}")
-        for k, d in method.discriminators.items():
-            d.load_state_dict(saved[k])
+        method.load_state_dict(state)
     except RuntimeError as e:
         raise ReidaugError(f"checkpoint weights do not fit the model: {first_line(e)}") from None
 
@@ -331,8 +311,8 @@ def load_models(method, ckpt: dict) -> None:
 class _Logger:
     """Rank 0's outputs: progress bar, log.jsonl (mean losses per `log_every` window), TensorBoard scalars."""
 
-    def __init__(self, out: Path, start: int, t, show: bool, enabled: bool):
-        self.enabled, self.t, self.history = enabled, t, []
+    def __init__(self, out: Path, start: int, t, show: bool, enabled: bool, keys=()):
+        self.enabled, self.t, self.history, self.keys = enabled, t, [], tuple(keys)
         self.sums: dict[str, float] = {}
         self.n = 0
         self.tick = time.perf_counter()
@@ -355,7 +335,7 @@ class _Logger:
             self.bar.start()
             self.task = self.bar.add_task("train", total=t.iterations, completed=start, info="")
 
-    def step(self, done: int, logs: dict, lr: float) -> None:
+    def step(self, done: int, logs: dict, lrs: dict[str, float]) -> None:
         if not self.enabled:
             return
         for k, v in logs.items():
@@ -366,7 +346,7 @@ class _Logger:
         if done % self.t.log_every and done != self.t.iterations:
             return
         now = time.perf_counter()
-        entry = {"iteration": done, "lr": lr, **{k: v / self.n for k, v in self.sums.items()},
+        entry = {"iteration": done, **lrs, **{k: v / self.n for k, v in self.sums.items()},
                  "it_per_s": self.n / max(now - self.tick, 1e-9)}  # fmt: skip
         self.sums, self.n, self.tick = {}, 0, now
         self.file.write(json.dumps(entry) + "\n")
@@ -374,11 +354,10 @@ class _Logger:
         if self.tb is not None:
             for k, v in entry.items():
                 if k != "iteration":
-                    self.tb.add_scalar(k if k in ("lr", "it_per_s") else f"loss/{k}", v, done)
+                    self.tb.add_scalar(k if k in lrs or k == "it_per_s" else f"loss/{k}", v, done)
         if self.bar is not None:
-            shown = [k for k in ("g_l1", "g_total", "d_total") if k in entry]
-            shown = shown or [k for k in entry if k not in ("iteration", "lr", "it_per_s")][:3]
-            self.bar.update(self.task, info=" ".join(f"{k.removeprefix('g_')} {entry[k]:.3f}" for k in shown))
+            shown = [k for k in self.keys if k in entry] or [k for k in logs][:3]
+            self.bar.update(self.task, info=" ".join(f"{k} {entry[k]:.3f}" for k in shown))
 
     def close(self) -> None:
         if not self.enabled:
@@ -390,8 +369,8 @@ class _Logger:
             self.bar.stop()
 
 
-def _sample_batch(dataset: PairDataset, t) -> dict | None:
-    """Fixed pairs for the sample grids, chosen with the seed (the same rows in every grid of a run)."""
+def _sample_batch(dataset, t) -> dict | None:
+    """Fixed samples for the sample grids, chosen with the seed (the same rows in every grid of a run)."""
     from torch.utils.data import default_collate
 
     n = min(t.sample_count, len(dataset))
@@ -401,22 +380,24 @@ def _sample_batch(dataset: PairDataset, t) -> dict | None:
     return default_collate([dataset[int(i)] for i in idx])
 
 
-def _write_samples(method, batch, path: Path, dev, autocast, channels_last: bool) -> None:
-    """source | source pose | target pose | generated | target, one row per fixed pair (eval mode)."""
+def _write_samples(method, batch, path: Path, dev, amp: Amp, channels_last: bool) -> None:
+    """sources | first source's pose | target pose | generated | target, one row per fixed sample, made by the
+    inference module in eval mode."""
     from reidaug.data.images import grid, to_uint8, write_image
     from reidaug.data.keypoints import pose_image
+    from reidaug.data.samples import to_device
 
     was_training = method.training
     method.eval()
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []), autocast():
-            fake = method.generate(to_device(batch, dev, channels_last))
+        with torch.no_grad(), torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []), amp.autocast():
+            fake = method.inference_module()(to_device(batch, dev, channels_last))["image"]
     finally:
         method.train(was_training)
     fake = to_uint8(fake)
-    src = batch["src_img"].permute(0, 2, 3, 1).numpy()
+    src = batch["src_img"].permute(0, 1, 3, 4, 2).numpy()  # (B, M, H, W, 3)
     tgt = batch["tgt_img"].permute(0, 2, 3, 1).numpy()
-    size = tuple(src.shape[1:3])
-    rows = [[src[i], pose_image(batch["src_kp"][i].numpy(), size), pose_image(batch["tgt_kp"][i].numpy(), size),
+    size = tuple(src.shape[2:4])
+    rows = [[*src[i], pose_image(batch["src_kp"][i, 0].numpy(), size), pose_image(batch["tgt_kp"][i].numpy(), size),
              fake[i], tgt[i]] for i in range(len(src))]  # fmt: skip
     write_image(path, grid(rows))

@@ -33,3 +33,31 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Amp:
+    """The mixed-precision policy of train, generate and reid-eval: autocast to `dtype` on CUDA when enabled
+    (never on the CPU, where it is slower), and loss scaling only for fp16."""
+
+    def __init__(self, device: torch.device, enabled: bool = True, dtype: str = "bf16"):
+        if dtype not in AMP_DTYPES:
+            raise ReidaugError(f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {dtype!r}")
+        self.device_type = torch.device(device).type
+        self.enabled = bool(enabled) and self.device_type == "cuda"
+        self.dtype = AMP_DTYPES[dtype]
+
+    @property
+    def needs_scaler(self) -> bool:
+        return self.enabled and self.dtype == torch.float16
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled)
+
+    def scaler(self) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler(self.device_type, enabled=self.needs_scaler)
+
+    def __repr__(self) -> str:
+        return f"Amp({self.device_type}, {'off' if not self.enabled else self.dtype})"
