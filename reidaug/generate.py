@@ -260,8 +260,8 @@ def generate(checkpoint: str | Path, pairs: str | Path | pd.DataFrame, data_root
     Everything is validated (checkpoint method, image names, keypoints) before anything is written.
     """
     from reidaug.data.keypoints import read_annotations
-    from reidaug.data.pairs import read_pairs
-    from reidaug.data.samples import image_index, merge_annotations
+    from reidaug.data.pairs import read_pairs, source_names
+    from reidaug.data.samples import check_names, image_index, merge_annotations
     from reidaug.models.checkpoint import check_method, load_checkpoint, resolve_checkpoint
     from reidaug.utils.io import file_sha256
 
@@ -275,9 +275,10 @@ def generate(checkpoint: str | Path, pairs: str | Path | pd.DataFrame, data_root
     files = annotations if annotations else default_annotation_files(data_root)
     files = [files] if isinstance(files, str | Path) else list(files)
     ann = merge_annotations([read_annotations(f) for f in files])
-    jobs = jobs_from_pairs(df, num_sources=m)
     paths = image_index(data_root)
-    check_jobs(jobs, paths, ann)
+    to = list(df["to"])
+    check_names(source_names(df, m).ravel().tolist() + to, to, paths, ann)  # the `to` images are in the root too
+    jobs = jobs_from_pairs(df, num_sources=m)
     extra = {"method": ckpt["method"], "checkpoint_sha256": file_sha256(ckpt_path), "seed": cfg.seed}
     return generate_images(generator, jobs, data_root, ann, out_dir, cfg, device=device, manifest_extra=extra,
                            overwrite=overwrite, show_progress=show_progress, on_batch=on_batch, paths=paths)  # fmt: skip

@@ -130,7 +130,7 @@ def test_leakage_check():
 def test_leakage_free_mode_trains_on_reduced_pairs(root, tmp_path):
     r = augment(root, tmp_path / "lf", None, _cfg(generator_trained_on="reduced"), device="cpu",
                 show_progress=False, method_overrides=[*TINY_PATN, "train.iterations=1"])  # fmt: skip
-    from reidaug.train.checkpoint import load_checkpoint
+    from reidaug.models.checkpoint import load_checkpoint
 
     seen = set(load_checkpoint(tmp_path / "lf" / "generator" / "checkpoints" / "latest.pt")["data"]["images"])
     assert seen <= set(read_split(r.reduced_root, "train").name)

@@ -1,5 +1,6 @@
 """PATN-family models: block shapes, parameter counts against the paper (Table 2) and the notes (Appendix B),
-the method contract, and that tiny PATN / APATN generators can fit one batch."""
+the method contract (inputs in the right order, generator apart from training), and that tiny PATN / APATN
+methods fit one batch through their own training step."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from reidaug.models.blocks import (
 )
 from reidaug.models.discriminators import ResnetDiscriminator
 from reidaug.models.losses import GANLoss
+from reidaug.models.vgg import VGG19Features
 from reidaug.models.patn import PATB, PATNConfig, PATNGenerator
 from reidaug.models.patn_family import FamilyLossConfig
 
@@ -63,7 +65,19 @@ def batch(seed: int = 0, size: tuple[int, int] = (H, W)) -> dict[str, torch.Tens
         [torch.randint(0, h, (B, 18), generator=g), torch.randint(0, w, (B, 18), generator=g)], -1
     )
     kp[:, 3] = -1  # a missing joint
-    return {"src_img": image(), "tgt_img": image(), "src_kp": kp, "tgt_kp": kp.flip(0)}
+    return {"src_img": image()[:, None], "tgt_img": image(), "src_kp": kp[:, None], "tgt_kp": kp.flip(0)}
+
+
+def steps_for(method, lr_g: float = 2e-3, lr_d: float = 2e-4):
+    """The trainer's step helper on the CPU (no AMP), one stage, the method's own optimizers."""
+    from reidaug.models.optim import OptimizerConfig, StageConfig
+    from reidaug.train.steps import Steps
+    from reidaug.utils.runtime import Amp
+
+    opts = method.configure_optimizers({"generator": OptimizerConfig(lr=lr_g), "discriminators": OptimizerConfig(lr=lr_d)})
+    amp = Amp(torch.device("cpu"))
+    steps = Steps(method, opts, amp.scaler(), amp, [(0, 10**9, StageConfig(), method.loss_cfg)])
+    return steps, opts
 
 
 
@@ -129,12 +143,15 @@ def test_generator_parameter_counts_match_paper_table_2():
 def test_full_size_generator_and_discriminator_shapes(name):
     spec = registry.get(name)
     torch.manual_seed(0)
-    gen = (PATNGenerator if name == "patn" else APATNGenerator)(spec.model_schema()).eval()
+    gen = spec.generator(spec.model_schema()).eval()
+    assert isinstance(gen, PATNGenerator if name == "patn" else APATNGenerator)
     img, pose = torch.rand(B, 3, H, W) * 2 - 1, torch.rand(B, 18, H, W)
     with torch.no_grad():
-        out = gen(img, pose, pose)
-        assert out.shape == (B, 3, H, W) and out.abs().max() <= 1
-        assert torch.equal(out, gen(img, pose, pose))  # eval(): dropout off, BN running statistics
+        out = gen.synthesize(img, pose, pose)
+        assert out.shape == (B, 3, H, W)
+        assert torch.equal(out, gen.synthesize(img, pose, pose))  # eval(): dropout off, BN running statistics
+        gen.train()
+        assert not torch.equal(out, gen.synthesize(img, pose, pose))  # train(): dropout and batch statistics
 
 
 def test_discriminator_logits_shape_and_flags():
@@ -162,7 +179,9 @@ def test_generator_init_and_discriminator_default_init():
     bound = (6 * 49) ** -0.5  # PyTorch default: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), not N(0, 0.02)
     assert d_conv.weight.abs().max() <= bound
     assert abs(d_conv.weight.std().item() - bound / 3**0.5) < 0.1 * bound / 3**0.5
-    assert init_weights(nn.Conv2d(3, 3, 1)).bias is not None
+    conv = nn.Conv2d(3, 3, 1)
+    bias = conv.bias.detach().clone()
+    assert torch.equal(init_weights(conv).bias, bias)  # conv biases keep PyTorch's default, never zeroed
 
 
 # -- APATN attention -------------------------------------------------------------------------------------------
@@ -210,18 +229,32 @@ def test_registry_unknown_method_lists_choices():
 
 @pytest.mark.parametrize("name", ["patn", "apatn"])
 def test_method_configs_load_market_recipe(name):
-    spec = registry.get(name)
-    raw = OmegaConf.load(CONFIG_DIR / "methods" / f"{name}.yaml")
-    assert raw.method == name
-    model = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(spec.model_schema), raw.model))
-    loss = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(spec.loss_schema), raw.loss))
-    assert model == spec.model_schema() and loss == spec.loss_schema()  # schema defaults = the YAML recipe
-    assert (model.norm, model.n_blocks, model.discriminator.activation) == (
-        "batch",
-        9 if name == "patn" else 5,
-        "relu",
-    )
+    """The Market recipe lives in the schemas once; the method YAML states only what differs (nothing)."""
+    from reidaug.train.config import load_method_config, method_config_schema
+
+    raw = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "methods" / f"{name}.yaml"))
+    assert raw == {"method": name}
+    cfg = load_method_config(name)
+    assert cfg == method_config_schema(name)()
+    assert (cfg.model.norm, cfg.model.n_blocks, cfg.model.discriminator.activation) == (
+        "batch", 9 if name == "patn" else 5, "relu")  # fmt: skip
+    loss = cfg.loss
     assert (loss.lambda_gan, loss.lambda_l1, loss.lambda_perceptual, loss.pool_size) == (5.0, 10.0, 10.0, 50)
+    assert {k: (o.kind, o.lr, list(o.betas)) for k, o in cfg.optim.items()} == {
+        "generator": ("adam", 2e-4, [0.5, 0.999]), "discriminators": ("adam", 2e-4, [0.5, 0.999])}  # fmt: skip
+    assert (cfg.train.iterations, cfg.train.batch_size, cfg.train.decay_start) == (87_500, 32, 62_375)
+    assert cfg.stages == []
+
+
+def test_demo_config_lists_only_differences():
+    from reidaug.train.config import load_method_config
+
+    raw = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "methods" / "patn-demo.yaml"))
+    assert set(raw) == {"method", "model", "loss", "optim", "train"}
+    cfg = load_method_config("patn", "methods/patn-demo")
+    default = load_method_config("patn")
+    assert cfg.optim["generator"].lr == cfg.optim["discriminators"].lr == 0.001
+    assert cfg.model.norm == default.model.norm and cfg.model.dropout == default.model.dropout
 
 
 def test_bad_config_values_are_one_line_errors(tmp_path):
@@ -241,7 +274,7 @@ def test_losses_are_finite_scalars_with_logged_terms(name):
     torch.manual_seed(0)
     method = tiny(name).train()
     data = batch()
-    fake = method.generate(data)
+    fake = method.generator(data)["image"]
     assert fake.shape == (B, 3, H, W)
     g_total, g_logs = method.generator_loss(data, fake)
     assert g_total.dim() == 0 and torch.isfinite(g_total)
@@ -263,12 +296,34 @@ def test_losses_are_finite_scalars_with_logged_terms(name):
     assert all(p.grad is not None for p in method.discriminators.parameters())
 
 
+def test_generator_sees_source_image_source_pose_and_target_pose_in_that_order(monkeypatch):
+    """The family's forward: P_c = the source image, S_c = heatmaps of the source keypoints, S_t = of the target
+    keypoints. Swapping any two fails this test."""
+    from reidaug.data.keypoints import heatmaps
+
+    gen = tiny("patn").generator.eval()
+    data = batch()
+    seen = {}
+
+    def capture(image, src_pose, tgt_pose):
+        seen.update(image=image, src_pose=src_pose, tgt_pose=tgt_pose)
+        return image
+
+    monkeypatch.setattr(gen, "synthesize", capture)
+    gen(data)
+    assert torch.equal(seen["image"], data["src_img"][:, 0])
+    assert torch.equal(seen["src_pose"], heatmaps(data["src_kp"][:, 0], (H, W), 6.0))
+    assert torch.equal(seen["tgt_pose"], heatmaps(data["tgt_kp"], (H, W), 6.0))
+    assert not torch.equal(seen["src_pose"], seen["tgt_pose"])
+
+
 def test_generation_needs_no_target_image():
-    method = tiny("apatn").eval()
+    gen = registry.get("apatn").generator(APATNConfig(ngf=8, n_blocks=1, attn_channels=16, value_channels=16)).eval()
     data = batch()
     del data["tgt_img"]
     with torch.no_grad():
-        assert method.generate(data).shape == (B, 3, H, W)
+        assert gen(data)["image"].shape == (B, 3, H, W)
+    assert not any(isinstance(m, (ResnetDiscriminator, VGG19Features)) for m in gen.modules())
 
 
 # loss weighting (notes 2.5) -------------------------------------------------------------------------------------
@@ -278,13 +333,13 @@ def test_family_losses_follow_notes_weights():
     method.loss_cfg.lambda_gan, method.loss_cfg.lambda_l1, method.loss_cfg.lambda_perceptual = 3.0, 7.0, 2.0
     data = batch()
     with torch.no_grad():
-        fake = method.generate(data)
+        fake = method.generator(data)["image"]
         _, g = method.generator_loss(data, fake)
         _, d = method.discriminator_loss(data, fake)
-        gan, hm = GANLoss("bce"), method.pose_maps(data["tgt_kp"], fake)
+        gan, hm, src = GANLoss("bce"), method.generator.pose_maps(data["tgt_kp"], fake), data["src_img"][:, 0]
         d_a, d_s = method.discriminators["A"], method.discriminators["S"]
-        fa, fs = torch.cat([fake, data["src_img"]], 1), torch.cat([fake, hm], 1)
-        ra, rs = torch.cat([data["tgt_img"], data["src_img"]], 1), torch.cat([data["tgt_img"], hm], 1)
+        fa, fs = torch.cat([fake, src], 1), torch.cat([fake, hm], 1)
+        ra, rs = torch.cat([data["tgt_img"], src], 1), torch.cat([data["tgt_img"], hm], 1)
         expect_g = (3.0 / 2 * (gan(d_a(fa), True) + gan(d_s(fs), True)) + 7.0 * (fake - data["tgt_img"]).abs().mean()
                     + 2.0 * method.perceptual(fake, data["tgt_img"]))  # fmt: skip
         expect_da = 3.0 / 2 * (gan(d_a(ra), True) + gan(d_a(fa), False))
@@ -297,22 +352,19 @@ def test_family_losses_follow_notes_weights():
 
 @pytest.mark.parametrize("name", ["patn", "apatn"])
 def test_tiny_generator_overfits_one_batch(name):
-    """The trainer's loop (G step, then D step on the detached fake) on one fixed 32x16 batch."""
+    """The method's own iteration (G step, then D step on the detached fake) through the trainer's step helper,
+    on one fixed 32x16 batch."""
     torch.manual_seed(0)
     method = tiny(name, n_blocks=1).train()
     data = batch(size=(32, 16))
-    opt_g = torch.optim.Adam(method.generator.parameters(), lr=2e-3, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(method.discriminators.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    steps, opts = steps_for(method)
+    d_before = [p.detach().clone() for p in method.discriminators.parameters()]
     l1 = []
-    for _ in range(60):
-        fake = method.generate(data)
-        g_total, logs = method.generator_loss(data, fake)
-        opt_g.zero_grad(set_to_none=True)
-        g_total.backward()
-        opt_g.step()
-        d_total, _ = method.discriminator_loss(data, fake.detach())
-        opt_d.zero_grad(set_to_none=True)
-        d_total.backward()
-        opt_d.step()
+    for it in range(60):
+        steps.begin(it)
+        logs = method.training_step(data, steps)
         l1.append(logs["g_l1"])
+    assert all(s["step"] == 60 for s in opts["generator"].state.values())
+    assert all(s["step"] == 60 for s in opts["discriminators"].state.values())
+    assert not any(torch.equal(a, b) for a, b in zip(d_before, method.discriminators.parameters()))
     assert min(l1[-5:]) < 0.4 * l1[0], l1

@@ -164,10 +164,10 @@ def test_write_read_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "body, match",
     [
-        ("source,target\na.jpg,b.jpg\n", r"first line must be 'from,to', got 'source,target'"),
+        ("source,target\na.jpg,b.jpg\n", r"first line must be 'from,to' or 'from_0,...,from_K-1,to', got 'source,target'"),
         ("", r"first line must be 'from,to'"),
         ("from,to\na.jpg,b.jpg\nc.jpg,d.jpg,e.jpg\n", r"malformed CSV"),
-        ("from,to\na.jpg,b.jpg\nc.jpg\n", r"p.csv:3: a pair needs two image names"),
+        ("from,to\na.jpg,b.jpg\nc.jpg\n", r"p.csv:3: a row needs 2 image names"),
     ],
 )
 def test_read_pairs_errors(tmp_path, body, match):

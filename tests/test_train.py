@@ -147,7 +147,7 @@ def test_run_folder_and_checkpoint_contents(straight):
 
 def test_l1_falls_when_overfitting_one_pair(root, tmp_path):
     pairs = pd.DataFrame({"from": ["0001_c1s1_000100_01.jpg"], "to": ["0001_c2s1_000101_01.jpg"]})
-    cfg = tiny("train.iterations=12", "train.lr=0.002", "train.decay_start=12")
+    cfg = tiny("train.iterations=12", "optim.generator.lr=0.002", "train.decay_start=12")
     r = train(cfg, root, tmp_path / "run", pairs=pairs, device="cpu", show_progress=False)
     l1 = [h["g_l1"] for h in r.history]
     assert len(l1) == 12
@@ -197,7 +197,7 @@ def test_cli_errors(root, straight, tmp_path, run_cli):
     assert code == 2
     _one_line(err, "VGG-19 weights file not found")
     assert not (tmp_path / "c").exists()  # the model is built before the run folder is made
-    code, _, err = run_cli(*base, "--method", "patn", "--out", tmp_path / "d", "--set", "train.lr=oops")
+    code, _, err = run_cli(*base, "--method", "patn", "--out", tmp_path / "d", "--set", "optim.generator.lr=oops")
     assert code == 2
     _one_line(err, "bad configuration")
     code, _, err = run_cli(*base, "--method", "apatn", "--out", straight, "--resume")

@@ -156,7 +156,7 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
     except UnicodeDecodeError:
         raise ReidaugError(f"{path}: not a UTF-8 text file") from None
     cols = header.split(",")
-    if cols != COLUMNS and cols != tuple_columns(len(cols) - 1):
+    if cols != COLUMNS and (len(cols) < 2 or cols != tuple_columns(len(cols) - 1)):
         raise ReidaugError(f"{path}: first line must be 'from,to' or 'from_0,...,from_K-1,to', got {header[:60]!r}")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)
