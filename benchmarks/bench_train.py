@@ -1,7 +1,7 @@
 """Training iterations/s and generated images/s of each method at its configured (full) size.
 
-Runs the trainer's own step (reidaug.train.trainer.train_step: G forward, G step, D step, the method's losses
-with a randomly initialised VGG) and the generator in eval mode on in-memory Market-sized batches (data
+Runs the method's own iteration (`training_step` with the trainer's step helper: its optimizers, its losses
+with a randomly initialised VGG) and its inference module in eval mode on in-memory Market-sized batches (data
 loading excluded), after `--warmup` untimed iterations. On CUDA both use bf16 autocast (and channels_last);
 on the CPU fp32. Prints one JSON object per line: method, device, batch_size, precision, train_it_per_s,
 train_img_per_s, generate_img_per_s, generator_parameters.
@@ -23,7 +23,7 @@ import torch
 def batch(b: int, device: torch.device, generator: torch.Generator) -> dict[str, torch.Tensor]:
     img = lambda: torch.rand(b, 3, 128, 64, generator=generator).mul(2).sub(1).to(device)  # noqa: E731
     kp = lambda: torch.randint(0, 60, (b, 18, 2), generator=generator).to(device)  # noqa: E731
-    return {"src_img": img(), "tgt_img": img(), "src_kp": kp(), "tgt_kp": kp()}
+    return {"src_img": img()[:, None], "tgt_img": img(), "src_kp": kp()[:, None], "tgt_kp": kp()}
 
 
 def sync(device: torch.device) -> None:
@@ -33,8 +33,9 @@ def sync(device: torch.device) -> None:
 
 def bench(name: str, device: torch.device, b: int, iterations: int, warmup: int, compile_: bool, sets) -> dict:
     from reidaug.models import registry
-    from reidaug.train.config import load_method_config
-    from reidaug.train.trainer import autocast_for, build_optimizers, train_step
+    from reidaug.train.config import load_method_config, stage_spans
+    from reidaug.train.steps import Steps
+    from reidaug.utils.runtime import Amp
 
     cfg = load_method_config(name, None, ["loss.vgg_weights=none", *sets])
     torch.manual_seed(0)
@@ -45,46 +46,49 @@ def bench(name: str, device: torch.device, b: int, iterations: int, warmup: int,
     if device.type == "cuda" and t.channels_last:
         method = method.to(memory_format=torch.channels_last)
     if compile_:
-        method.generator.compile()
-        for d in method.discriminators.values():
-            d.compile()
-    opt_g, opt_d, _, _ = build_optimizers(method, t)
-    autocast, fp16 = autocast_for(device, t)
-    scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+        for path in method.parts:
+            method.get_submodule(path).compile()
+    amp = Amp(device, t.amp, t.amp_dtype)
+    scaler = amp.scaler()
+    steps = Steps(method, method.configure_optimizers(cfg.optim), scaler, amp, stage_spans(cfg))
     g = torch.Generator().manual_seed(0)
     data = [batch(b, device, g) for _ in range(2)]
 
+    def step(i: int) -> None:
+        steps.begin(min(i, t.iterations - 1))
+        method.training_step(data[i % 2], steps)
+        scaler.update()
+
     method.train()
     for i in range(warmup):
-        train_step(method, data[i % 2], opt_g, opt_d, scaler, autocast)
+        step(i)
     sync(device)
     t0 = time.perf_counter()
     for i in range(iterations):
-        train_step(method, data[i % 2], opt_g, opt_d, scaler, autocast)
+        step(i)
     sync(device)
     train_s = time.perf_counter() - t0
 
-    method.eval()
-    with torch.no_grad(), autocast():
+    gen = method.inference_module().eval()
+    with torch.no_grad(), amp.autocast():
         for i in range(warmup):
-            method.generate(data[i % 2])
+            gen(data[i % 2])
         sync(device)
         t0 = time.perf_counter()
         for i in range(iterations):
-            method.generate(data[i % 2]).float().cpu()  # the images leave the device, as in generate
+            gen(data[i % 2])["image"].float().cpu()  # the images leave the device, as in generate
         sync(device)
     gen_s = time.perf_counter() - t0
-    amp = t.amp and device.type == "cuda"
     return {
         "method": name,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "batch_size": b,
-        "precision": (t.amp_dtype if amp else "fp32") + ("+compile" if compile_ else ""),
+        "precision": (t.amp_dtype if amp.enabled else "fp32") + ("+compile" if compile_ else ""),
         "train_it_per_s": round(iterations / train_s, 4),
         "train_img_per_s": round(iterations * b / train_s, 3),
         "generate_img_per_s": round(iterations * b / gen_s, 3),
-        "generator_parameters": sum(p.numel() for p in method.generator.parameters()),
+        "generator_parameters": sum(p.numel() for p in gen.parameters()),
     }
 
 

@@ -24,9 +24,8 @@ sys.path.insert(0, str(ROOT))
 from reidaug.data.images import read_image, to_tensor, to_uint8  # noqa: E402
 from reidaug.data.keypoints import read_annotations  # noqa: E402
 from reidaug.data.pairs import make_pairs, sample_pairs  # noqa: E402
-from reidaug.generate import load_generator  # noqa: E402
 from reidaug.metrics.ssim import mean_ssim  # noqa: E402
-from reidaug.train.checkpoint import resolve_checkpoint  # noqa: E402
+from reidaug.models.checkpoint import load_generator  # noqa: E402
 
 
 def main() -> None:
@@ -40,7 +39,7 @@ def main() -> None:
     data = Path(args.data)
     ann = read_annotations(data / "annotations" / "test.csv")
     pairs = sample_pairs(make_pairs(ann), args.pairs, seed=0)
-    method, ckpt = load_generator(resolve_checkpoint(args.checkpoint))
+    generator, ckpt = load_generator(args.checkpoint)
     folder = data / "bounding_box_test"
     t0 = time.time()
     gen, src, tgt = [], [], []
@@ -48,11 +47,11 @@ def main() -> None:
         chunk = pairs.iloc[i : i + args.batch_size]
         s = [read_image(folder / n) for n in chunk["from"]]
         t = [read_image(folder / n) for n in chunk["to"]]
-        batch = {"src_img": torch.stack([to_tensor(x) for x in s]),
-                 "src_kp": torch.from_numpy(np.stack([ann[n] for n in chunk["from"]])),
+        batch = {"src_img": torch.stack([to_tensor(x) for x in s])[:, None],
+                 "src_kp": torch.from_numpy(np.stack([ann[n] for n in chunk["from"]]))[:, None],
                  "tgt_kp": torch.from_numpy(np.stack([ann[n] for n in chunk["to"]]))}  # fmt: skip
         with torch.no_grad():
-            gen.extend(to_uint8(method.generate(batch)))
+            gen.extend(to_uint8(generator(batch)["image"]))
         src.extend(s)
         tgt.extend(t)
     print(json.dumps({

@@ -28,9 +28,9 @@ from reidaug.models.blocks import (
 )
 from reidaug.models.discriminators import ResnetDiscriminator
 from reidaug.models.losses import GANLoss
-from reidaug.models.vgg import VGG19Features
 from reidaug.models.patn import PATB, PATNConfig, PATNGenerator
 from reidaug.models.patn_family import FamilyLossConfig
+from reidaug.models.vgg import VGG19Features
 
 B, H, W = 2, 128, 64
 

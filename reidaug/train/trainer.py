@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,8 +170,10 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
                 steps.begin(it)
                 logs = {k: float(v) for k, v in method.training_step(batch, steps).items()}
                 scaler.update()
-                for sched in schedulers.values():
-                    sched.step()
+                with warnings.catch_warnings():  # the schedule is the run's, also for an optimizer a stage idles
+                    warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before")
+                    for sched in schedulers.values():
+                        sched.step()
 
                 done = it + 1
                 if not all(math.isfinite(v) for v in logs.values()):
@@ -314,6 +317,7 @@ class _Logger:
     def __init__(self, out: Path, start: int, t, show: bool, enabled: bool, keys=()):
         self.enabled, self.t, self.history, self.keys = enabled, t, [], tuple(keys)
         self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}  # a value a stage does not log is averaged over the iterations that do
         self.n = 0
         self.tick = time.perf_counter()
         self.tb = self.bar = None
@@ -340,15 +344,16 @@ class _Logger:
             return
         for k, v in logs.items():
             self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
         self.n += 1
         if self.bar is not None:
             self.bar.advance(self.task)
         if done % self.t.log_every and done != self.t.iterations:
             return
         now = time.perf_counter()
-        entry = {"iteration": done, **lrs, **{k: v / self.n for k, v in self.sums.items()},
+        entry = {"iteration": done, **lrs, **{k: v / self.counts[k] for k, v in self.sums.items()},
                  "it_per_s": self.n / max(now - self.tick, 1e-9)}  # fmt: skip
-        self.sums, self.n, self.tick = {}, 0, now
+        self.sums, self.counts, self.n, self.tick = {}, {}, 0, now
         self.file.write(json.dumps(entry) + "\n")
         self.history.append(entry)
         if self.tb is not None:
