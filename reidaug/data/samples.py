@@ -155,7 +155,7 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device, channels_las
             v = v.float().div_(127.5).sub_(1.0)
             if channels_last and v.dim() == 4:
                 v = v.contiguous(memory_format=torch.channels_last)
-            elif channels_last and v.dim() == 5:  # (B, M, C, H, W) stored as (B, M, H, W, C)
-                v = v.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+            elif channels_last and v.dim() == 5:  # (B, M, C, H, W) stored as (M, B, H, W, C): each v[:, m] is NHWC
+                v = v.permute(1, 0, 3, 4, 2).contiguous().permute(1, 0, 4, 2, 3)
         out[k] = v
     return out

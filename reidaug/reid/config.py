@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from reidaug.errors import ReidaugError
+from reidaug.utils.runtime import AMP_DTYPES
 
 LOSSES = ("softmax", "triplet", "circle")
 SAMPLERS = ("auto", "RandomSampler", "RandomIdentitySampler")
@@ -59,7 +60,8 @@ class ReidConfig:
     seed: int = 1
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # CPU threads for torch (0: torch's default); 1 is much faster on a busy machine
-    amp: bool = True  # autocast (float16 + grad scaling) on the GPU; ignored on the CPU
+    amp: bool = True  # autocast on the GPU (the shared policy, reidaug.utils.runtime.Amp); ignored on the CPU
+    amp_dtype: str = "bf16"  # bf16 | fp16 (fp16 adds loss scaling)
     save_checkpoint: bool = True  # final model in the run folder
     checkpoint_every: int = 1  # epochs between resumable checkpoints (0: none)
 
@@ -69,6 +71,7 @@ def validate(cfg: ReidConfig) -> ReidConfig:
     checks = [
         (cfg.loss in LOSSES, f"loss must be one of {', '.join(LOSSES)}, got {cfg.loss!r}"),
         (cfg.sampler in SAMPLERS, f"sampler must be one of {', '.join(SAMPLERS)}, got {cfg.sampler!r}"),
+        (cfg.amp_dtype in AMP_DTYPES, f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {cfg.amp_dtype!r}"),
         (
             cfg.scheduler in SCHEDULERS,
             f"scheduler must be one of {', '.join(SCHEDULERS)}, got {cfg.scheduler!r}",

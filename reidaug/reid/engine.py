@@ -2,7 +2,7 @@
 
 `ReidEngineMixin` over torchreid's `Engine`:
 * `train`: one epoch with a rich progress bar and one log line (torchreid prints every `print_freq` batches),
-  autocast + gradient scaling on the GPU, and a resumable checkpoint every `checkpoint_every` epochs;
+  the shared AMP policy on the GPU (reidaug.utils.runtime.Amp: bf16, or fp16 with loss scaling), and a resumable checkpoint every `checkpoint_every` epochs;
 * `save_model`: torchreid's crashes at the end of `run()` without a scheduler (`None.state_dict()`) and pickles a
   numpy `rank1` that torch >= 2.6 cannot load; ours saves Python numbers, atomically;
 * `_evaluate`: our vectorised Market evaluation (`evaluate_market`) instead of torchreid's Python fallback (its
@@ -26,6 +26,7 @@ from reidaug.reid._torchreid import reid
 from reidaug.reid.evaluate import distance_matrix, evaluate_market
 from reidaug.reid.losses import CircleLoss
 from reidaug.reid.weights import save_checkpoint
+from reidaug.utils.runtime import Amp
 
 LAST = "last.pth"  # resumable state, every `checkpoint_every` epochs
 FINAL = "model.pth"  # the trained model (torchreid checkpoint layout: state_dict, epoch, rank1, ...)
@@ -59,14 +60,14 @@ class ReidEngineMixin:
     def setup(self, cfg, run_dir: Path, log: logging.Logger, bar=None) -> None:
         """Attach the run's config, folder, log and (optional) rich progress bar."""
         self.cfg, self.run_dir, self.log, self.bar = cfg, Path(run_dir), log, bar
-        self.amp = bool(cfg.amp and self.use_gpu)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.amp = Amp(torch.device("cuda" if self.use_gpu else "cpu"), cfg.amp, cfg.amp_dtype)
+        self.scaler = self.amp.scaler()
         self.metrics: dict | None = None
         self.history: list[dict] = []
 
     # -- training ----------------------------------------------------------------------------------------------
     def autocast(self):
-        return torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
+        return self.amp.autocast()
 
     def to_device(self, *tensors):
         return tuple(t.cuda(non_blocking=True) for t in tensors) if self.use_gpu else tensors

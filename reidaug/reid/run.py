@@ -89,7 +89,7 @@ def _run(root: Path, cfg: ReidConfig, out_json: Path, run_dir: Path, resume: boo
     log.info("reid-eval %s on %s (%s, python %s, torch %s)", cfg.backbone, root, VERSION, platform.python_version(),
              torch.__version__)  # fmt: skip
     log.info("device: %s%s", "cuda" if use_gpu else f"cpu, {torch.get_num_threads()} threads",
-             " with autocast" if use_gpu and cfg.amp else "")  # fmt: skip
+             f" with {cfg.amp_dtype} autocast" if use_gpu and cfg.amp else "")  # fmt: skip
 
     with torchreid_prints_to(log):
         dm = reid.data.ImageDataManager(
