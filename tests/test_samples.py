@@ -174,3 +174,26 @@ def test_amp_policy():
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32  # never autocast on the CPU
     with pytest.raises(ReidaugError, match="amp_dtype"):
         Amp(torch.device("cpu"), True, "fp8")
+
+
+def test_generation_and_augmentation_never_import_training(tmp_path):
+    """Data flows down the pipeline: generating (and planning an augmentation) loads no reidaug.train module."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from tiny_market import make_root
+import reidaug.augment.build, reidaug.augment.protocol
+from reidaug.generate import generate
+root = make_root(__import__("pathlib").Path({str(tmp_path)!r}) / "m")
+open({str(tmp_path / "p.csv")!r}, "w").write("from,to\\n0001_c1s1_000100_01.jpg,0001_c2s1_000101_01.jpg\\n")
+r = generate({str(DATA / "patn_tiny.pt")!r}, {str(tmp_path / "p.csv")!r}, root, {str(tmp_path / "out")!r},
+             device="cpu", show_progress=False)
+assert r.written == 1
+print(sorted(m for m in sys.modules if m.startswith("reidaug.train")))
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == "[]"
