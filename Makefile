@@ -42,6 +42,8 @@ $(DEMO)/patn/.done: $(DEMO)/pairs.csv
 	touch $@
 
 # The paper's setting on a GPU machine: make reproduce-table6 MARKET=/path/Market-1501-v15.09.15 ANNOTATIONS=/path
+# trains every registered method (or METHODS="patn xinggan") and runs the Table 6 sweep with all of them.
+METHODS     ?= $(shell $(PY) -m reidaug.models.registry 2>/dev/null)
 MARKET      ?=
 ANNOTATIONS ?=
 RUNS        ?= runs
@@ -51,11 +53,11 @@ reproduce-table6: install
 	test -f $(MARKET)/annotations/train.csv || cp $(ANNOTATIONS)/market-annotation-train.csv $(MARKET)/annotations/train.csv
 	test -f $(MARKET)/annotations/test.csv || cp $(ANNOTATIONS)/market-annotation-test.csv $(MARKET)/annotations/test.csv
 	$(R) pairs --annotations $(MARKET)/annotations/train.csv --out $(RUNS)/market-pairs-train.csv --overwrite
-	for m in patn apatn; do \
+	for m in $(METHODS); do \
 		$(R) train --method $$m --data $(MARKET) --pairs $(RUNS)/market-pairs-train.csv --out $(RUNS)/$$m \
 			$$(test -f $(RUNS)/$$m/checkpoints/latest.pt && echo --resume) || exit 1; done
 	$(R) experiment --config experiments/table6 --data $(MARKET) --out $(RUNS)/table6 \
-		--set generators.patn=$(RUNS)/patn/checkpoints/latest.pt --set generators.apatn=$(RUNS)/apatn/checkpoints/latest.pt
+		$(foreach m,$(METHODS),--set generators.$(m)=$(RUNS)/$(m)/checkpoints/latest.pt)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache runs demo-out

@@ -1,6 +1,7 @@
 """Typed configuration: dataclass schemas filled from YAML files in `configs/` plus `--set key=value` overrides.
 
-Every schema lives next to the code that uses it; this module only loads and merges.
+Every schema lives next to the code that uses it; this module only loads and merges. A YAML file may start from
+another one with a top-level `base: NAME` (a path or a name under configs/) and state only what differs.
 """
 
 from __future__ import annotations
@@ -41,12 +42,7 @@ def load_config(schema: type[T], source: str | Path | dict | None = None,
         if isinstance(source, dict):
             cfg = OmegaConf.merge(cfg, OmegaConf.create(source))
         elif source is not None:
-            path = resolve_config_path(source)
-            try:
-                loaded = OmegaConf.load(path)
-            except Exception as e:  # yaml errors carry multi-line context
-                raise ReidaugError(f"cannot parse config {path}: {first_line(e)}") from None
-            cfg = OmegaConf.merge(cfg, loaded)
+            cfg = OmegaConf.merge(cfg, _load_yaml(resolve_config_path(source)))
         for item in overrides:
             if "=" not in item:
                 raise ReidaugError(f"--set expects key=value, got {item!r}")
@@ -55,6 +51,20 @@ def load_config(schema: type[T], source: str | Path | dict | None = None,
         return OmegaConf.to_object(cfg)
     except (OmegaConfBaseException, TypeError, ValueError) as e:  # merges of mismatched containers raise TypeError
         raise ReidaugError(f"bad configuration: {first_line(e)}") from None
+
+
+def _load_yaml(path: Path, seen: tuple[Path, ...] = ()):
+    """A YAML config with its `base:` chain merged underneath it."""
+    if path.resolve() in seen:
+        raise ReidaugError(f"config {path} is its own base")
+    try:
+        loaded = OmegaConf.load(path)
+    except Exception as e:  # yaml errors carry multi-line context
+        raise ReidaugError(f"cannot parse config {path}: {first_line(e)}") from None
+    if not OmegaConf.is_dict(loaded) or "base" not in loaded:
+        return loaded
+    base = loaded.pop("base")
+    return OmegaConf.merge(_load_yaml(resolve_config_path(str(base)), (*seen, path.resolve())), loaded)
 
 
 def to_dict(cfg) -> dict:

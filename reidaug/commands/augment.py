@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from reidaug.commands._common import ConfigOpt, OverwriteOpt, SeedOpt, SetOpt
+from reidaug.models import registry
 
 
 def command(
@@ -19,7 +20,8 @@ def command(
     trained_on: str | None = typer.Option(
         None, "--generator-trained-on", help="full | reduced (leakage-free: trains on M_p^R without --checkpoint)."
     ),
-    method: str = typer.Option("patn", "--method", "-m", help="Generator to train in leakage-free mode."),
+    method: str = typer.Option("patn", "--method", "-m", help="Generator to train in leakage-free mode: " + ", ".join(
+        registry.names()) + "."),
     method_config: str | None = typer.Option(None, "--method-config", help="Its config (default configs/methods/)."),
     method_set: list[str] = typer.Option([], "--method-set", help="Overrides of the method config. Repeatable."),
     annotations: Path | None = typer.Option(None, "--annotations", "-a", help="Default ROOT/annotations/train.csv."),

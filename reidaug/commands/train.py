@@ -7,10 +7,12 @@ from pathlib import Path
 import typer
 
 from reidaug.commands._common import ConfigOpt, OverwriteOpt, SeedOpt, SetOpt
+from reidaug.models import registry
 
 
 def command(
-    method: str = typer.Option(..., "--method", "-m", help="Generator to train: [cyan]patn[/], [cyan]apatn[/], ..."),
+    method: str = typer.Option(..., "--method", "-m", help="Generator to train: " + ", ".join(
+        f"[cyan]{n}[/]" for n in registry.names())),
     data: Path = typer.Option(..., "--data", "-d", help="Market-1501 root (bounding_box_train/, annotations/)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (default runs/<method>)."),
     pairs: Path | None = typer.Option(

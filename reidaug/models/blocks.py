@@ -1,5 +1,5 @@
 """Building blocks shared by the PATN family (architecture notes §2): norms, encoders, conv blocks, decoders,
-dot-product attention and the generator initialiser. Methods compose these; none of them knows a paper.
+dot-product attention (explicit, with its map, and fused through SDPA) and the generator initialiser. Methods compose these; none of them knows a paper.
 
 Shapes are for Market-1501 (128x64 images, 32x16 codes after two stride-2 convolutions).
 """
@@ -7,6 +7,7 @@ Shapes are for Market-1501 (128x64 images, 32x16 codes after two stride-2 convol
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from reidaug.errors import ReidaugError
@@ -126,14 +127,23 @@ class ConvTDecoder(nn.Sequential):
     def __init__(
         self, in_ch: int = 256, out_ch: int = 3, n_up: int = 2, norm: str = "batch", act: str = "relu"
     ):
-        bias = conv_bias(norm)
         layers, c = [], in_ch
         for _ in range(n_up):
-            layers += [nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=bias),
-                       norm_layer(norm, c // 2), activation(act)]  # fmt: skip
+            layers += up_layers(c, c // 2, norm, act)
             c //= 2
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(c, out_ch, 7), nn.Tanh()]
         super().__init__(*layers)
+
+
+def up_layers(in_ch: int, out_ch: int, norm: str = "batch", act: str = "relu") -> list[nn.Module]:
+    """ConvT 3x3 s2 p1 op1 (doubles H and W), N, act: one step of the PATN decoder (notes 2.2)."""
+    return [nn.ConvTranspose2d(in_ch, out_ch, 3, stride=2, padding=1, output_padding=1, bias=conv_bias(norm)),
+            norm_layer(norm, out_ch), activation(act)]  # fmt: skip
+
+
+def norm_act(conv: nn.Module, channels: int, norm: str = "batch", act: str = "relu") -> list[nn.Module]:
+    """`conv`, N, act (a projection inside a head)."""
+    return [conv, norm_layer(norm, channels), activation(act)]
 
 
 class ResidualDecoder(nn.Sequential):
@@ -168,6 +178,25 @@ def attend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: f
     attn = torch.softmax(energy.float(), dim=-1)
     out = torch.bmm(value.flatten(2), attn.transpose(1, 2).to(value.dtype))  # (B, C_v, HW)
     return out.view(b, -1, h, w), attn
+
+
+def cross_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scale: float | None = None,
+                    heads: int = 1) -> torch.Tensor:  # fmt: skip
+    """`attend` without the attention map, through `F.scaled_dot_product_attention` (fused kernels; the same
+    computation): out_i = sum_j softmax_j(scale * q_i . k_j) v_j per head. Scale 1 unless given (the PATN-family
+    papers do not divide by sqrt(d)). query (B, C, H, W), key (B, C, H', W'), value (B, C_v, H', W') -> (B, C_v,
+    H, W); with `heads`, C and C_v are split into that many heads."""
+    b, _, h, w = query.shape
+
+    def tokens(x):  # (B, C, H, W) -> (B, heads, HW, C / heads)
+        return x.flatten(2).unflatten(1, (heads, -1)).transpose(2, 3)
+
+    out = F.scaled_dot_product_attention(tokens(query), tokens(key), tokens(value), scale=1.0 if scale is None else scale)
+    return out.transpose(2, 3).flatten(1, 2).reshape(b, -1, h, w)
+
+
+def conv1x1(in_ch: int, out_ch: int, bias: bool = True) -> nn.Conv2d:
+    return nn.Conv2d(in_ch, out_ch, 1, bias=bias)
 
 
 @torch.no_grad()

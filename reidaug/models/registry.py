@@ -16,6 +16,9 @@ from reidaug.errors import ReidaugError
 BUILTIN = {
     "patn": "reidaug.models.patn",
     "apatn": "reidaug.models.apatn",
+    "xinggan": "reidaug.models.xinggan",
+    "xingganpp": "reidaug.models.xinggan",
+    "twostream": "reidaug.models.twostream",
 }
 
 
@@ -28,6 +31,7 @@ class MethodSpec:
     generator: Callable  # (model_cfg) -> PoseGenerator (inference: what generate and augment build)
     optimizers: Callable  # () -> {name: OptimizerConfig}: the method's named optimizers and their defaults
     stages: Callable = field(default=list)  # () -> [StageConfig]: default training stages ([]: one stage)
+    train: dict = field(default_factory=dict)  # the paper's values of train.* where they differ from the defaults
     paper: str = ""
 
 
@@ -57,3 +61,7 @@ def num_sources(model_cfg) -> int:
     if m < 1:
         raise ReidaugError(f"model.num_sources must be at least 1, got {m}")
     return m
+
+
+if __name__ == "__main__":  # `python -m reidaug.models.registry`: the method names, for scripts and the Makefile
+    print(" ".join(names()))

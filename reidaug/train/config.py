@@ -70,7 +70,7 @@ def method_config_schema(name: str) -> type:
             ("loss", spec.loss_schema, field(default_factory=spec.loss_schema)),
             ("optim", dict[str, OptimizerConfig], field(default_factory=spec.optimizers)),
             ("stages", list[StageConfig], field(default_factory=spec.stages)),
-            ("train", TrainConfig, field(default_factory=TrainConfig)),
+            ("train", TrainConfig, field(default_factory=functools.partial(TrainConfig, **spec.train))),
         ],
     )
 
