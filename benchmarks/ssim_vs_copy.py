@@ -28,23 +28,16 @@ from reidaug.metrics.ssim import mean_ssim  # noqa: E402
 from reidaug.models.checkpoint import load_generator  # noqa: E402
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--pairs", type=int, default=500)
-    ap.add_argument("--batch-size", type=int, default=50)
-    args = ap.parse_args()
-
-    data = Path(args.data)
+def evaluate(checkpoint, data: Path, n_pairs: int = 500, batch_size: int = 50) -> dict:
+    """Mean SSIM of generated vs target and of source vs target on `n_pairs` seeded test pairs of `data`."""
     ann = read_annotations(data / "annotations" / "test.csv")
-    pairs = sample_pairs(make_pairs(ann), args.pairs, seed=0)
-    generator, ckpt = load_generator(args.checkpoint)
+    pairs = sample_pairs(make_pairs(ann), n_pairs, seed=0)
+    generator, ckpt = load_generator(checkpoint)
     folder = data / "bounding_box_test"
     t0 = time.time()
     gen, src, tgt = [], [], []
-    for i in range(0, len(pairs), args.batch_size):
-        chunk = pairs.iloc[i : i + args.batch_size]
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs.iloc[i : i + batch_size]
         s = [read_image(folder / n) for n in chunk["from"]]
         t = [read_image(folder / n) for n in chunk["to"]]
         batch = {"src_img": torch.stack([to_tensor(x) for x in s])[:, None],
@@ -54,14 +47,24 @@ def main() -> None:
             gen.extend(to_uint8(generator(batch)["image"]))
         src.extend(s)
         tgt.extend(t)
-    print(json.dumps({
+    return {
         "method": ckpt["method"], "iteration": int(ckpt["iteration"]), "pairs": len(pairs),
         "ssim_generated": round(mean_ssim(zip(gen, tgt)), 4),
         "ssim_copy_source": round(mean_ssim(zip(src, tgt)), 4),
         "ssim255_generated": round(mean_ssim(zip(gen, tgt), "255"), 4),
         "ssim255_copy_source": round(mean_ssim(zip(src, tgt), "255"), 4),
         "seconds": round(time.time() - t0, 1),
-    }))  # fmt: skip
+    }  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--pairs", type=int, default=500)
+    ap.add_argument("--batch-size", type=int, default=50)
+    args = ap.parse_args()
+    print(json.dumps(evaluate(args.checkpoint, Path(args.data), args.pairs, args.batch_size)))
 
 
 if __name__ == "__main__":

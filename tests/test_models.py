@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from tiny_market import meta_count
 from torch import nn
 
 from reidaug.config import CONFIG_DIR, load_config
@@ -23,7 +24,6 @@ from reidaug.models.blocks import (
     ResidualBlock,
     ResidualDecoder,
     attend,
-    count_parameters,
     init_weights,
 )
 from reidaug.models.discriminators import ResnetDiscriminator
@@ -33,12 +33,6 @@ from reidaug.models.patn_family import FamilyLossConfig
 from reidaug.models.vgg import VGG19Features
 
 B, H, W = 2, 128, 64
-
-
-def meta_count(make) -> int:
-    """Parameters of a module built on the meta device (no memory, no init): counting full-size models is free."""
-    with torch.device("meta"):
-        return count_parameters(make())
 
 
 def tiny(name: str, **model):

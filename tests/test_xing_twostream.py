@@ -9,11 +9,11 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_market import TINY_PATN, make_root
+from tiny_market import TINY_PATN, make_root, meta_count
 
 from reidaug.config import CONFIG_DIR
 from reidaug.models import registry
-from reidaug.models.blocks import count_parameters, cross_attention
+from reidaug.models.blocks import cross_attention
 from reidaug.models.discriminators import ResnetDiscriminator
 from reidaug.models.twostream import ATBlock, TwoStreamConfig
 from reidaug.models.xinggan import (
@@ -27,11 +27,6 @@ from reidaug.models.xinggan import (
 from reidaug.train.config import load_method_config
 
 B, H, W = 2, 128, 64
-
-
-def meta_count(make) -> int:
-    with torch.device("meta"):
-        return count_parameters(make())
 
 
 def test_parameter_counts_match_papers_and_bookkeeping():

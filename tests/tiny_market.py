@@ -1,7 +1,8 @@
 """A tiny Market-style root for trainer and generator tests: a few identities, each image a skeleton drawn
 in the identity's colours at its own pose over a grey background, plus annotations/train.csv.
 
-Also the tiny PATN configuration the tests train (few channels, one block, no pool, random VGG).
+Also the tiny PATN configuration the tests train (few channels, one block, no pool, random VGG), and
+`meta_count`, parameter counts of full-size models for free.
 """
 
 from __future__ import annotations
@@ -60,3 +61,13 @@ def make_root(root: Path, ids: int = 3, per_id: int = 3, seed: int = 0, missing_
             coords.append(kp)
     write_annotations(root / "annotations" / "train.csv", Annotations(names, np.stack(coords)))
     return root
+
+
+def meta_count(make) -> int:
+    """Parameters of a module built on the meta device (no memory, no init): counting full-size models is free."""
+    import torch
+
+    from reidaug.models.blocks import count_parameters
+
+    with torch.device("meta"):
+        return count_parameters(make())

@@ -1,1 +1,1 @@
-"""The generic GAN trainer: config, pair data, the loop, checkpoints and DDP helpers."""
+"""The generic trainer: the recipe config, the loop and the step helper methods train with, checkpoint writing, DDP."""
