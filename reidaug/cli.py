@@ -30,6 +30,7 @@ COMMANDS: list[str] = [
     "augment",
     "reid-eval",
     "experiment",
+    "metrics",
 ]
 
 
