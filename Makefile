@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev,pose]"
 	$(PY) -c "from reidaug.pose.mediapipe_backend import fetch_models; fetch_models()"
+	@# headless Chromium for the report's screenshot test (Debian's package; the test skips without it)
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+		>/dev/null; } || echo "chromium not installed: the report screenshot test will skip"
 	touch $(STAMP)
 
 test: install
@@ -29,6 +33,7 @@ demo: install $(DEMO)/patn/.done
 	$(R) experiment --config experiments/demo
 	@echo "pictures: $(DEMO)/synth_preview.png (dataset), $(DEMO)/patn/samples/ (training),"
 	@echo "          $(DEMO)/experiment/examples.png (augmentation), $(DEMO)/experiment/map_vs_portion.png (result)"
+	@echo "report:   $(DEMO)/experiment/report.html"
 
 $(DEMO)/synth/synth.json: | install
 	$(R) synth --out $(DEMO)/synth --config synth/default --overwrite --preview $(DEMO)/synth_preview.png

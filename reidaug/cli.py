@@ -31,6 +31,7 @@ COMMANDS: list[str] = [
     "reid-eval",
     "experiment",
     "metrics",
+    "report",
 ]
 
 

@@ -3,9 +3,12 @@ M_p^A (reidaug augment), trains and evaluates re-ID on each (reidaug reid-eval),
 p = 1. Finished cells are skipped on a rerun; the report is rewritten from every finished cell.
 
 OUT/
+  experiment.yaml                     the resolved config of the run
   augment/<generator>/p<p>_s<seed>/   augment's output (reduced/, augmented/, generated/, manifests)
   cells/<generator>_<backbone>_<loss>_p<p>_s<seed>/metrics.json + the re-ID run
-  results.csv, table6.md, map_vs_portion.png, examples.png
+  image_metrics/<generator>.json      reidaug metrics of the generator's first augmentation
+  results.csv, table6.md, map_vs_portion.png, examples.png (first generator), examples_<generator>.png
+`reidaug report OUT` turns these into one HTML page.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from pathlib import Path
 import pandas as pd
 
 from reidaug.augment.build import AugmentConfig, augment, kept_split, write_root
-from reidaug.config import load_config
+from reidaug.config import load_config, to_yaml
 from reidaug.data.market import check_root
 from reidaug.errors import ReidaugError
-from reidaug.report import FULL, NONE, RESULT_COLUMNS, write_report
+from reidaug.report import FULL, NONE, RESULT_COLUMNS, write_html_report, write_report
 from reidaug.utils.io import atomic_write_text
 from reidaug.utils.progress import console
 
@@ -36,6 +39,10 @@ class ExperimentConfig:
     reid_overrides: list[str] = field(default_factory=list)  # applied to every re-ID config
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # portion and seed are set per cell
     device: str = "auto"
+    # image-quality metrics (reidaug metrics) of each generator on its first augmentation (lowest p, first seed);
+    # network metrics without weights are skipped
+    metrics: list[str] = field(default_factory=lambda: ["ssim", "ssim_255", "mask_ssim", "l1", "is", "fid", "lpips",
+                                                        "pckh"])  # fmt: skip
 
 
 def _cell_name(gen: str, reid_cfg, p: float, seed: int) -> str:
@@ -66,6 +73,7 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> dict
         raise ReidaugError(f"portions must be in (0, 1]: {cfg.portions}")
     reid_cfgs = [(name, load_config(ReidConfig, name, cfg.reid_overrides)) for name in cfg.reid]
     out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "experiment.yaml", to_yaml(cfg))
 
     def cell(gen: str, root: Path, rcfg, p: float, seed: int) -> None:
         d = out / "cells" / _cell_name(gen, rcfg, p, seed)
@@ -96,10 +104,35 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> dict
 
     results = collect(out)
     paths = write_report(results, out)
-    examples = write_examples(out, data)
-    if examples is not None:
-        paths["examples"] = examples
+    for i, label in enumerate(cfg.generators):
+        examples = write_examples(out, data, label, "examples.png" if i == 0 else f"examples_{label}.png")
+        if examples is not None:
+            paths["examples" if i == 0 else f"examples_{label}"] = examples
+    if cfg.metrics:
+        for label in cfg.generators:
+            paths[f"metrics_{label}"] = image_metrics(out, data, label, cfg, show_progress)
+    paths["report"] = write_html_report(out)
     return paths
+
+
+def image_metrics(out: Path, data: Path, label: str, cfg: ExperimentConfig, show_progress: bool) -> Path:
+    """reidaug metrics of `label`'s first augmentation (skipped when already there)."""
+    from reidaug.metrics.generated import MetricsConfig, compute_metrics, skipped_lines, write_metrics
+
+    path = out / "image_metrics" / f"{label}.json"
+    if path.is_file():
+        return path
+    first = sorted((out / "augment" / label).glob("p*_s*/generated/manifest.csv"))
+    if not first:
+        raise ReidaugError(f"no augmentation of generator {label!r} in {out / 'augment'}")
+    console.print(f"[bold]image metrics[/] {label} on {first[0].parent}")
+    result = compute_metrics(first[0].parent, data, cfg=MetricsConfig(metrics=list(cfg.metrics), device=cfg.device),
+                             show_progress=show_progress)  # fmt: skip
+    for line in skipped_lines(result):
+        console.print(line, style="yellow", soft_wrap=True, markup=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_metrics(result, path)
+
 
 
 def collect(out: Path) -> pd.DataFrame:
@@ -117,14 +150,14 @@ def collect(out: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
-def write_examples(out: Path, data: Path, rows: int = 6) -> Path | None:
-    """examples.png: source | target pose | generated | the real image it replaces, for a few jobs."""
+def write_examples(out: Path, data: Path, label: str, name: str = "examples.png", rows: int = 6) -> Path | None:
+    """source | target pose | generated | the real image it replaces, for the first jobs of `label`'s first
+    augmentation."""
     from reidaug.data.images import grid, read_image, write_image
     from reidaug.data.keypoints import pose_image, read_annotations
     from reidaug.data.market import annotation_path
 
-    found = sorted((out / "augment").glob("*/p*_s*/jobs.csv"))
-    found = [f for f in found if f.parent.parent.name != NONE]
+    found = sorted((out / "augment" / label).glob("p*_s*/jobs.csv"))
     if not found:
         return None
     jobs = pd.read_csv(found[0], keep_default_na=False).head(rows)
@@ -135,7 +168,7 @@ def write_examples(out: Path, data: Path, rows: int = 6) -> Path | None:
         tiles.append([read_image(train_dir / j.source), pose_image(ann[j.target_pose_from]),
                       read_image(found[0].parent / "generated" / j.out_name),
                       read_image(train_dir / j.replaces) if j.replaces else pose_image(ann[j.target_pose_from])])  # fmt: skip
-    path = out / "examples.png"
+    path = out / name
     write_image(path, grid(tiles))
     return path
 

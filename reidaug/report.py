@@ -100,3 +100,134 @@ def gains(results: pd.DataFrame, generator: str, portion: float) -> np.ndarray:
     b = results[(results.generator == NONE) & (results.portion == portion)].set_index("seed").mAP
     common = a.index.intersection(b.index)
     return (a[common] - b[common]).to_numpy()
+
+
+# -- the HTML report of an experiment folder ------------------------------------------------------------------------
+
+
+def gap_closed(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (generator, backbone, loss, portion < 1): the mean over seeds of (aug - reduced) / (full - reduced) mAP."""
+    rows = []
+    full = results[results.generator == FULL].groupby(["backbone", "loss", "seed"]).mAP.mean()
+    red = results[results.generator == NONE].set_index(["backbone", "loss", "portion", "seed"]).mAP
+    for r in results[~results.generator.isin([FULL, NONE])].itertuples():
+        key = (r.backbone, r.loss, r.portion, r.seed)
+        if key not in red.index or (r.backbone, r.loss, r.seed) not in full.index:
+            continue
+        span = full[(r.backbone, r.loss, r.seed)] - red[key]
+        if span > 0:
+            rows.append((r.generator, r.backbone, r.loss, r.portion, (r.mAP - red[key]) / span))
+    df = pd.DataFrame(rows, columns=["generator", "backbone", "loss", "portion", "gap_closed"])
+    return df.groupby(["generator", "backbone", "loss", "portion"], as_index=False).gap_closed.mean()
+
+
+def plot_losses(log: Path, path: Path, title: str) -> Path:
+    """Every logged loss of a training run (log.jsonl) against the iteration."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()]
+    keys = [k for k in rows[0] if k != "iteration" and not k.startswith("lr") and k != "it_per_s"]
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=110)
+    for k in keys:
+        ax.plot([r["iteration"] for r in rows if k in r], [r[k] for r in rows if k in r], label=k, lw=1.2)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+METRIC_KEYS = ("ssim", "ssim_255", "mask_ssim", "l1", "is", "mask_is", "fid", "kid", "lpips", "pckh")
+
+
+def write_html_report(exp: str | Path, out: str | Path | None = None) -> Path:
+    """EXP/report.html (and its loss-curve PNGs in EXP/report_files/): the Table 6 table and plot, the gap closed
+    per portion, each generator's image metrics, samples and training losses, and what was run. Images are
+    linked by relative paths: the folder opens from disk in a browser."""
+    import datetime
+    import json
+    import os
+
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+    from omegaconf import OmegaConf
+
+    from reidaug.errors import ReidaugError
+    from reidaug.utils.runtime import package_versions
+
+    exp = Path(exp)
+    if not (exp / "results.csv").is_file():
+        raise ReidaugError(f"{exp} is not a finished experiment (no results.csv); run reidaug experiment first")
+    out = Path(out) if out is not None else exp / "report.html"
+    rel = lambda p: os.path.relpath(p, out.parent)  # noqa: E731
+    results = pd.read_csv(exp / "results.csv")
+    s = summarize(results)
+    portions = sorted(s.portion.unique())
+    table = []
+    for line in table6_markdown(results).splitlines()[2:]:
+        if not line.startswith("| "):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        table.append({"generator": cells[0], "reid": cells[1], "cells": cells[2:]})
+    gaps_df = gap_closed(results)
+    gap_portions = sorted(gaps_df.portion.unique())
+    gaps = []
+    for (gen, backbone, loss), g in gaps_df.groupby(["generator", "backbone", "loss"]):
+        by_p = dict(zip(g.portion, g.gap_closed))
+        cells = [{"text": f"{100 * by_p[p]:.0f}%" if p in by_p else "–",
+                  "cls": "" if p not in by_p else ("good" if by_p[p] > 0 else "bad")} for p in gap_portions]  # fmt: skip
+        gaps.append({"generator": gen, "reid": f"{backbone} ({loss})", "cells": cells})
+
+    cfg = OmegaConf.to_container(OmegaConf.load(exp / "experiment.yaml")) if (exp / "experiment.yaml").is_file() else {}
+    labels = list((cfg.get("generators") or {}).keys()) or sorted(
+        d.name for d in (exp / "augment").iterdir() if d.is_dir() and d.name != NONE)
+    metrics, samples, curves, generators = [], [], [], []
+    files = out.parent / "report_files"
+    for i, label in enumerate(labels):
+        mpath = exp / "image_metrics" / f"{label}.json"
+        if mpath.is_file():
+            from reidaug.metrics.generated import skipped_lines
+
+            m = json.loads(mpath.read_text())
+            marked = set(m.get("random_weights", []))
+            values = {k: f"{m['metrics'][k]:.3f}" + ("*" if k in marked else "") for k in METRIC_KEYS
+                      if k in m["metrics"]}  # fmt: skip
+            metrics.append({"generator": label, "scores": values, "images": m["images"],
+                            "folder": rel(m["generated"]), "skipped": skipped_lines(m)})  # fmt: skip
+        grid = exp / ("examples.png" if i == 0 else f"examples_{label}.png")
+        if grid.is_file():
+            samples.append({"generator": label, "image": rel(grid),
+                            "caption": "each row: source | target pose | generated | the real image it replaces"})  # fmt: skip
+        ckpt = Path((cfg.get("generators") or {}).get(label, ""))
+        run = ckpt if ckpt.is_dir() else ckpt.parent.parent
+        meta = {}
+        first = sorted((exp / "augment" / label).glob("p*_s*/augment.json"))
+        if first:
+            meta = json.loads(first[0].read_text()).get("generator", {})
+        generators.append({"label": label, "method": meta.get("method", "?"), "checkpoint": str(ckpt),
+                           "sha256": meta.get("checkpoint_sha256", ""), "iteration": meta.get("iteration", "?"),
+                           "config": (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else "–"})  # fmt: skip
+        if (run / "log.jsonl").is_file():
+            files.mkdir(parents=True, exist_ok=True)
+            png = plot_losses(run / "log.jsonl", files / f"losses_{label}.png", f"{label} ({meta.get('method', '')})")
+            curves.append({"generator": label, "image": rel(png), "caption": f"logged losses of {run}"})
+    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "assets"), autoescape=select_autoescape())
+    html = env.get_template("report.html.j2").render(
+        title=str(exp.resolve()), created=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), versions=package_versions(),
+        portions=[f"{p:g}" for p in portions], table=table, seeds=int(results.seed.nunique()),
+        plot=rel(exp / "map_vs_portion.png"), gap_portions=[f"{p:g}" for p in gap_portions], gaps=gaps,
+        metrics=metrics, metric_keys=[k for k in METRIC_KEYS if any(k in m["scores"] for m in metrics)],
+        samples=samples, curves=curves, generators=generators,
+        config=(exp / "experiment.yaml").read_text() if (exp / "experiment.yaml").is_file() else "–",
+    )  # fmt: skip
+    atomic_write_text(out, html)
+    return out

@@ -34,6 +34,7 @@ def setup(tmp_path_factory):
 
 def _cfg(root, ckpt, out, **kw):
     sets = [f"data={root}", f"out={out}", "portions=[0.3,1.0]", "seeds=[0]", f"generators.patn={ckpt}",
+            "metrics=[ssim,mask_ssim,l1,fid]",
             "reid=[reid/default]", f"reid_overrides={REID}", "device=cpu", "augment.generate.num_workers=0",
             "augment.generate.batch_size=16"]  # fmt: skip
     return load_experiment("experiments/demo", sets + [f"{k}={v}" for k, v in kw.items()])
@@ -57,6 +58,48 @@ def test_sweep_cells_report_and_rerun(setup):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     cell = json.loads(next((out / "cells").glob("patn_*/cell.json")).read_text())
     assert cell["generator"] == "patn" and cell["portion"] == 0.3
+    metrics = json.loads(paths["metrics_patn"].read_text())
+    assert set(metrics["metrics"]) == {"ssim", "mask_ssim", "l1"} and "fid" in metrics["skipped"]  # no weights here
+    assert metrics["images"] == n - round(0.3 * n)  # the generated replacements of the p = 0.3 augmentation
+
+
+def test_html_report(setup):
+    """The report of the sweep above: its tables hold the results, every image it links exists, and it renders
+    in a headless browser to a page that is not blank."""
+    import re
+    import shutil
+    import subprocess
+
+    from reidaug.data.images import read_image
+    from reidaug.report import write_html_report
+
+    root, ckpt, base = setup
+    out = base / "exp1"
+    if not (out / "results.csv").is_file():
+        run_experiment(_cfg(root, ckpt, out), show_progress=False)
+    page = write_html_report(out)
+    html = page.read_text()
+    res = pd.read_csv(out / "results.csv")
+    for gen in ("none", "patn"):
+        m = res[res.generator == gen].mAP.iloc[0]
+        assert f"<td>{m:.1f} / " in html  # the Table 6 cell of that row
+    full, none_, patn = (res[res.generator == g].mAP.iloc[0] for g in ("full", "none", "patn"))
+    assert f"{100 * (patn - none_) / (full - none_):.0f}%" in html  # gap closed at p = 0.3
+    ssim = json.loads((out / "image_metrics" / "patn.json").read_text())["metrics"]["ssim"]
+    assert f"<td>{ssim:.3f}</td>" in html and "fid skipped" in html
+    links = re.findall(r'src="([^"]+)"', html)
+    assert len(links) >= 3 and all((page.parent / src).is_file() for src in links)  # plot, samples, loss curve
+    assert any("losses_patn.png" in src for src in links) and "sha256" in html and ckpt.name in html
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("headless screenshot needs Debian's chromium (installed by make install)")
+    shot = base / "report.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={base / 'chrome-profile'}", f"--screenshot={shot}", "--window-size=1200,1600",
+                    page.resolve().as_uri()], check=True, capture_output=True, timeout=120)  # fmt: skip
+    img = read_image(shot)
+    assert img.shape[0] >= 1000 and img.std() > 10 and (img < 100).mean() > 0.005  # text and pictures, not blank
 
 
 def test_bad_experiment_configs(setup, tmp_path):

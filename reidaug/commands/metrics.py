@@ -37,7 +37,7 @@ def command(
     from reidaug.config import load_config
     from reidaug.data.market import check_root
     from reidaug.errors import ReidaugError
-    from reidaug.metrics.generated import MetricsConfig, compute_metrics, write_metrics
+    from reidaug.metrics.generated import MetricsConfig, compute_metrics, skipped_lines, write_metrics
     from reidaug.utils.progress import console
 
     check_root(data)
@@ -77,9 +77,6 @@ def command(
         mark = " (random weights)" if k.split("_std")[0] in result["random_weights"] else ""
         t.add_row(k, (f"{v:,}" if isinstance(v, int) else f"{v:.4f}") + mark)
     console.print(t)
-    by_reason: dict[str, list[str]] = {}
-    for k, why in result["skipped"].items():
-        by_reason.setdefault(why, []).append(k)
-    for why, names in by_reason.items():
-        console.print(f"[yellow]{', '.join(names)} skipped[/]: {why}", soft_wrap=True)
+    for line in skipped_lines(result):
+        console.print(line, style="yellow", soft_wrap=True, markup=False)
     console.print(f"[green]metrics[/] {out}")

@@ -16,7 +16,6 @@ Network metrics need their weights (reidaug.metrics.networks); without them they
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,7 +110,7 @@ def compute_metrics(generated: str | Path, data_root: str | Path, *, pairs=None,
     from reidaug.metrics.masks import apply_mask, pose_mask
     from reidaug.metrics.ssim import ssim
     from reidaug.utils.progress import progress
-    from reidaug.utils.runtime import resolve_device
+    from reidaug.utils.runtime import package_versions, resolve_device
 
     cfg = cfg or MetricsConfig()
     check_config(cfg)
@@ -257,20 +256,16 @@ def compute_metrics(generated: str | Path, data_root: str | Path, *, pairs=None,
             "is_splits": cfg.is_splits, "fid_real": cfg.fid_real,
             "kid": {"subsets": cfg.kid_subsets, "subset_size": min(cfg.kid_subset_size, n, n_real)},
         },  # fmt: skip
-        "versions": _versions(),
+        "versions": package_versions(),
     }
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("reidaug", "torch", "torchmetrics", "torch-fidelity", "lpips", "scipy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "missing"
-    return out
+def skipped_lines(result: dict) -> list[str]:
+    """One line per reason a metric was skipped: "fid, kid skipped: <why>"."""
+    by_reason: dict[str, list[str]] = {}
+    for name, why in result["skipped"].items():
+        by_reason.setdefault(why, []).append(name)
+    return [f"{', '.join(names)} skipped: {why}" for why, names in by_reason.items()]
 
 
 def write_metrics(result: dict, out: str | Path) -> Path:

@@ -61,3 +61,20 @@ class Amp:
 
     def __repr__(self) -> str:
         return f"Amp({self.device_type}, {'off' if not self.enabled else self.dtype})"
+
+
+def package_versions(packages=("torch", "torchvision", "torchreid", "torchmetrics", "torch-fidelity", "lpips",
+                               "numpy")) -> dict[str, str]:  # fmt: skip
+    """Python, reidaug and the given packages' versions, for the outputs that must say how they were made."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from reidaug import __version__
+
+    out = {"python": platform.python_version(), "reidaug": __version__}
+    for pkg in packages:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
