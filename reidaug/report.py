@@ -205,7 +205,9 @@ def write_html_report(exp: str | Path, out: str | Path | None = None) -> Path:
                             "folder": rel(m["generated"]), "skipped": skipped_lines(m)})  # fmt: skip
         grid = exp / ("examples.png" if i == 0 else f"examples_{label}.png")
         if grid.is_file():
-            samples.append({"generator": label, "image": rel(grid),
+            from reidaug.data.images import read_image
+
+            samples.append({"generator": label, "image": rel(grid), "width": 2 * read_image(grid).shape[1],
                             "caption": "each row: source | target pose | generated | the real image it replaces"})  # fmt: skip
         ckpt = Path((cfg.get("generators") or {}).get(label, ""))
         run = ckpt if ckpt.is_dir() else ckpt.parent.parent
