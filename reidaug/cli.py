@@ -57,13 +57,21 @@ for _name in COMMANDS:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: usage errors and ReidaugError become one line on stderr with exit code 2."""
+    """Entry point: usage errors and ReidaugError become one line on stderr with exit code 2; a training that
+    breaks (a non-finite loss, diverged replicas) one line with exit code 1; anything else is a bug (traceback)."""
     cmd = typer.main.get_command(app)
     try:
         rv = cmd.main(args=argv, prog_name="reidaug", standalone_mode=False)
     except ReidaugError as e:
         print(f"reidaug: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        from reidaug.train.trainer import TrainingError
+
+        if not isinstance(e, TrainingError):
+            raise
+        print(f"reidaug: training failed: {e}", file=sys.stderr)  # not the input's fault: exit 1
+        return 1
     except typer.TyperException as e:  # usage errors (exit code 2) and other CLI errors
         print(f"reidaug: error: {e.format_message()}", file=sys.stderr)
         return e.exit_code

@@ -226,3 +226,13 @@ def test_ddp_two_processes_gloo(root, tmp_path):
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert files == ["checkpoints/iter_000003.pt", "checkpoints/latest.pt", "config.yaml", "log.jsonl",
                      "samples/iter_000003.png"]  # fmt: skip
+
+
+def test_non_finite_loss_is_a_training_failure_not_a_user_error(root, tmp_path, run_cli):
+    """One line, exit code 1 (not 2: nothing in the input is wrong), and the run keeps no checkpoint of it."""
+    code, _, err = run_cli("train", "--method", "patn", "--data", root, "--out", tmp_path / "nan", "--device", "cpu",
+                           "--no-progress", *[a for s in (*TINY_PATN, "train.iterations=2", "optim.generator.lr=1e30",
+                                                           "optim.discriminators.lr=1e30") for a in ("--set", s)])  # fmt: skip
+    assert code == 1, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("reidaug: training failed: non-finite loss at iteration")
+    assert not (tmp_path / "nan" / "checkpoints").exists()
