@@ -92,11 +92,6 @@ def part_modules(method: nn.Module) -> dict[str, nn.Module]:
     return out
 
 
-def _set(method: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, name = path.rpartition(".")
-    setattr(method.get_submodule(parent) if parent else method, name, module)
-
-
 class Wrapped:
     """A method whose trained parts (`method.parts`) are each DDP-wrapped in place under torchrun, so the
     method's own forward code runs unchanged; `raw` holds the unwrapped modules."""
@@ -110,11 +105,11 @@ class Wrapped:
             for path, m in self.raw.items():
                 if any(p.requires_grad for p in m.parameters()):
                     self.wrapped[path] = DDP(m, device_ids=ids, find_unused_parameters=find_unused_parameters)
-                    _set(method, path, self.wrapped[path])
+                    method.set_submodule(path, self.wrapped[path])
 
     def _put(self, modules: dict[str, nn.Module]) -> None:
         for path, m in modules.items():
-            _set(self.method, path, m)
+            self.method.set_submodule(path, m)
 
     def restore(self) -> None:
         """Unwrap for good (after training): the method holds its raw modules again."""

@@ -117,7 +117,7 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
             seed_all(t.seed * 1009 + info.rank + 1)  # rank-specific dropout and pools (init is broadcast)
             if t.sync_bn and dev.type == "cuda":
                 for path, part in ddp.part_modules(method).items():
-                    ddp._set(method, path, ddp.convert_sync_bn(part))
+                    method.set_submodule(path, ddp.convert_sync_bn(part))
         if info.main:
             if ckpt is None:
                 check_output_dir(out, overwrite)
