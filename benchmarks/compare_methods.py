@@ -4,8 +4,8 @@ For each method: train `configs/methods/<method>-demo.yaml` (patn: patn-demo) on
 when its run folder is complete), then measure on 500 seeded test pairs of unseen identities the SSIM of the
 generated images and of "copy the source" (benchmarks/ssim_vs_copy.py), the training wall time and iterations/s
 of the demo run (from its log.jsonl), generated images/s at the demo size (model only, CPU, batch 50), and the
-generator parameters at the demo size and at full size. Prints one JSON object per method and copies the last
-sample grid to OUT/<method>.png.
+generator parameters at the demo size and at full size. Prints one JSON object per method and writes the last
+sample grid to OUT/<method>.jpg.
 
   python benchmarks/compare_methods.py --data demo-out/synth --pairs demo-out/pairs.csv --runs runs/compare
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 import warnings
@@ -81,8 +80,10 @@ def main() -> int:
                   "generate_img_per_s": round(generate_speed(latest), 1), "parameters_demo": demo,
                   "parameters_full": full}  # fmt: skip
         grids = sorted((run / "samples").glob("iter_*.png"))
-        if grids:
-            shutil.copy(grids[-1], args.out / f"{name}.png")
+        if grids:  # a JPEG copy of the last grid (small enough for docs/)
+            from reidaug.data.images import read_image, write_image
+
+            write_image(args.out / f"{name}.jpg", read_image(grids[-1]), 90)
         print(json.dumps(result), flush=True)
     return 0
 

@@ -4,7 +4,7 @@
 
 Test pairs are drawn by the PATN rule from ROOT/annotations/test.csv (identities unseen in training), seed 0.
 Prints JSON: mean SSIM (notes 11.1, data range of the generated image) of generated vs target and of source vs
-target, and the same with data range 255.
+target, the same with data range 255, and mask-SSIM (both images masked by the target's body mask, notes 11.2).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from reidaug.data.images import read_image, to_tensor, to_uint8  # noqa: E402
 from reidaug.data.keypoints import read_annotations  # noqa: E402
 from reidaug.data.pairs import make_pairs, sample_pairs  # noqa: E402
+from reidaug.metrics.masks import apply_mask, pose_mask  # noqa: E402
 from reidaug.metrics.ssim import mean_ssim  # noqa: E402
 from reidaug.models.checkpoint import load_generator  # noqa: E402
 
@@ -47,12 +48,16 @@ def evaluate(checkpoint, data: Path, n_pairs: int = 500, batch_size: int = 50) -
             gen.extend(to_uint8(generator(batch)["image"]))
         src.extend(s)
         tgt.extend(t)
+    masks = [pose_mask(ann[n]) for n in pairs["to"]]
+    masked = lambda images: [apply_mask(x, m) for x, m in zip(images, masks)]  # noqa: E731
     return {
         "method": ckpt["method"], "iteration": int(ckpt["iteration"]), "pairs": len(pairs),
         "ssim_generated": round(mean_ssim(zip(gen, tgt)), 4),
         "ssim_copy_source": round(mean_ssim(zip(src, tgt)), 4),
         "ssim255_generated": round(mean_ssim(zip(gen, tgt), "255"), 4),
         "ssim255_copy_source": round(mean_ssim(zip(src, tgt), "255"), 4),
+        "mask_ssim_generated": round(mean_ssim(zip(masked(gen), masked(tgt))), 4),
+        "mask_ssim_copy_source": round(mean_ssim(zip(masked(src), masked(tgt))), 4),
         "seconds": round(time.time() - t0, 1),
     }  # fmt: skip
 
