@@ -65,14 +65,6 @@ def check_config(cfg: AugmentConfig) -> None:
         raise ReidaugError(f"generator-trained-on must be one of {', '.join(TRAINED_ON)}")
 
 
-def split(data_root: str | Path, ann: Annotations, cfg: AugmentConfig,
-          num_sources: int = 1) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:  # fmt: skip
-    """(training table, kept mask, jobs with out_name): the deterministic plan for `cfg` and M sources per job
-    (the kept set does not depend on M)."""
-    train, kept = kept_split(data_root, cfg)
-    return train, kept, plan_jobs(train, kept, ann, cfg, num_sources)
-
-
 def kept_split(data_root: str | Path, cfg: AugmentConfig) -> tuple[pd.DataFrame, pd.Series]:
     """(training table without junk, mask of the images M_p^R keeps: all of them for an enlargement)."""
     train = read_split(data_root, "train")
