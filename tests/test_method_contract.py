@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 import pytest
 import torch
-from tiny_market import make_root
+from tiny_market import Killed, kill_at, make_root
 from torch import nn
 
 from reidaug.augment.build import AugmentConfig, augment
@@ -158,16 +158,9 @@ def test_stages_optimizers_and_state_in_the_checkpoint(run):
 
 
 def test_resume_is_exact(root, run, tmp_path, run_cli):
-    class Killed(Exception):
-        pass
-
-    def kill_at_5(done, logs):
-        if done == 5:
-            raise Killed
-
     out = tmp_path / "resumed"
     with pytest.raises(Killed):
-        train(load_method_config("toy3", None, SETS), root, out, device="cpu", show_progress=False, callback=kill_at_5)
+        train(load_method_config("toy3", None, SETS), root, out, device="cpu", show_progress=False, callback=kill_at(5))
     assert load_checkpoint(out)["iteration"] == 3
     code, _, err = run_cli("train", "--method", "toy3", "--data", root, "--out", out, "--resume", "--device", "cpu",
                            "--no-progress")  # fmt: skip

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tiny_market import TINY_PATN, make_root
+from tiny_market import TINY_PATN, Killed, kill_at, make_root
 
 from reidaug.data.images import read_image
 from reidaug.models.checkpoint import load_checkpoint
@@ -86,18 +86,10 @@ def test_data_order_is_a_function_of_seed_and_iteration():
 def test_resume_is_exact(root, straight, tmp_path):
     """Killed after iteration 4 (last checkpoint at 3), resumed: the same losses as the straight run (which
     decoded its images in the main process, this one in a worker)."""
-
-    class Killed(Exception):
-        pass
-
-    def kill_at_4(done, logs):
-        if done == 4:
-            raise Killed
-
     out = tmp_path / "resumed"
     cfg = tiny(*RESUME, "train.tensorboard=true", "train.num_workers=1")  # loader processes: same batches
     with pytest.raises(Killed):
-        train(cfg, root, out, device="cpu", show_progress=False, callback=kill_at_4)
+        train(cfg, root, out, device="cpu", show_progress=False, callback=kill_at(4))
     assert [r["iteration"] for r in read_log(out)] == [1, 2, 3, 4]
     ckpt = load_checkpoint(out / "checkpoints" / "latest.pt")
     assert ckpt["iteration"] == 3

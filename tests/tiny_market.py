@@ -71,3 +71,17 @@ def meta_count(make) -> int:
 
     with torch.device("meta"):
         return count_parameters(make())
+
+
+class Killed(Exception):
+    """Raised by `kill_at`: a run interrupted on purpose."""
+
+
+def kill_at(iteration: int):
+    """A trainer callback that interrupts the run after `iteration` completed iterations."""
+
+    def callback(done, logs):
+        if done == iteration:
+            raise Killed
+
+    return callback

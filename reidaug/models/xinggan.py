@@ -250,10 +250,9 @@ class CoAttentionFusion(nn.Module):
     def forward(self, image: torch.Tensor, codes_i: list, codes_s: list) -> torch.Tensor:
         if self.dense:
             a, s = torch.cat(codes_i, 1), torch.cat(codes_s, 1)
-            joint = torch.cat([a, s], 1)
         else:
             a, s = codes_i[-1], torch.cat([codes_i[-1], codes_s[-1]], 1)  # F^S_T = [F^I_T, S^_T]
-            joint = torch.cat([a, s], 1)
+        joint = torch.cat([a, s], 1)
         b, n = image.shape[0], self.n
         imgs = torch.cat([self.app(a), self.shape(s)], 1).view(b, 2 * n, 3, *image.shape[-2:])
         maps = torch.softmax(self.attention(joint).float(), dim=1).to(imgs.dtype)  # (B, 2N + 1, H, W)
