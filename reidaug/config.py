@@ -20,6 +20,12 @@ T = TypeVar("T")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
+def check_choice(name: str, value: str, choices) -> None:
+    """One clear config error for an enumerated option."""
+    if value not in choices:
+        raise ReidaugError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
 def resolve_config_path(name_or_path: str | Path) -> Path:
     """A path as given, or a name looked up under `configs/` (`methods/patn` -> configs/methods/patn.yaml)."""
     p = Path(name_or_path)

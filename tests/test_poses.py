@@ -387,7 +387,7 @@ def test_errors(tmp_path):
     with pytest.raises(ReidaugError, match=r"cannot resume from .*junk.csv.*--overwrite"):
         extract_poses(d, tmp_path / "junk.csv", cfg(), backend=fake)
     with pytest.raises(
-        ReidaugError, match="unknown pose backend 'nope'; choose from keypointrcnn, mediapipe"
+        ReidaugError, match="unknown pose backend 'nope'; choose from coco-json, keypointrcnn, mediapipe"
     ):
         base.build_backend(PoseConfig(backend="nope"))
     with pytest.raises(ReidaugError, match="runs on the CPU"):

@@ -26,13 +26,13 @@ def command(
         None,
         "--backend",
         "-b",
-        help="[cyan]mediapipe[/] (default), [cyan]keypointrcnn[/] or [cyan]openpose-json[/].",
+        help="[cyan]mediapipe[/] (default), [cyan]keypointrcnn[/], [cyan]openpose-json[/] or [cyan]coco-json[/].",
     ),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Images per backend call."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N (keypointrcnn)."),
     split: str | None = typer.Option(None, "--split", help="Market root folder: train, gallery or query."),
     json_dir: Path | None = typer.Option(
-        None, "--json", help="openpose-json: OpenPose's --write_json folder."
+        None, "--json", help="openpose-json: OpenPose's --write_json folder; coco-json: the COCO keypoint file."
     ),
     weights: Path | None = typer.Option(None, "--weights", help="keypointrcnn: a state dict file."),
     models: Path | None = typer.Option(
@@ -58,7 +58,8 @@ def command(
     empty or wrongly sized images are listed and skipped. Backends: [cyan]mediapipe[/] (BlazePose, CPU,
     offline; needs [cyan]pip install 'reidaug\\[pose]'[/] and [cyan]reidaug poses --fetch-models[/] once),
     [cyan]keypointrcnn[/] (torchvision, GPU batches; cached weights or [cyan]--weights[/]),
-    [cyan]openpose-json[/] (imports OpenPose's JSON, [cyan]--json DIR[/]). Config:
+    [cyan]openpose-json[/] (imports OpenPose's JSON, [cyan]--json DIR[/]), [cyan]coco-json[/] (imports the COCO
+    keypoint results of mmpose, RTMPose/DWPose, YOLO-pose or detectron2, [cyan]--json FILE[/]). Config:
     [cyan]configs/poses/default.yaml[/]."""
     from reidaug.config import load_config
     from reidaug.errors import ReidaugError
@@ -73,9 +74,14 @@ def command(
     if images is None or out is None:
         raise ReidaugError("--images and --out are required (or --fetch-models alone)")
     flags = {"backend": backend, "batch_size": batch_size, "device": device, "split": split,
-             "openpose_json.json_dir": json_dir, "keypointrcnn.weights": weights, "mediapipe.models": models}  # fmt: skip
+             "keypointrcnn.weights": weights, "mediapipe.models": models}  # fmt: skip
     overrides = [*set_, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
     cfg = load_config(PoseConfig, config, overrides)
+    if json_dir is not None:  # --json is the file or folder of whichever importer the config selects
+        if cfg.backend == "coco-json":
+            cfg.coco_json.file = str(json_dir)
+        else:
+            cfg.openpose_json.json_dir = str(json_dir)
     summary = extract_poses(images, out, cfg, overwrite=overwrite, preview=preview, show_progress=not quiet)
     print_summary(summary)
 

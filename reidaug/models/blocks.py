@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reidaug.config import check_choice
 from reidaug.errors import ReidaugError
 
 NORMS = ("batch", "instance", "instance_affine", "group1", "none")
@@ -44,12 +45,6 @@ def activation(kind: str = "relu", slope: float = 0.2) -> nn.Module:
     if kind == "lrelu":
         return nn.LeakyReLU(slope, inplace=True)
     raise ReidaugError(f"unknown activation {kind!r}; choose from {', '.join(ACTIVATIONS)}")
-
-
-def check_choice(name: str, value: str, choices) -> None:
-    """One clear config error for an enumerated option."""
-    if value not in choices:
-        raise ReidaugError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 class Encoder(nn.Sequential):

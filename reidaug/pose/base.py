@@ -31,6 +31,7 @@ from reidaug.data.keypoints import (
 )
 from reidaug.data.market import IMAGE_EXTS, SPLITS
 from reidaug.errors import ReidaugError
+from reidaug.pose.coco_json import CocoJSONConfig
 from reidaug.pose.keypointrcnn import KeypointRCNNConfig
 from reidaug.pose.mediapipe_backend import MediaPipeConfig
 from reidaug.pose.openpose_json import OpenPoseJSONConfig
@@ -40,7 +41,7 @@ from reidaug.pose.openpose_json import OpenPoseJSONConfig
 class PoseConfig:
     """`reidaug poses` settings (configs/poses/default.yaml)."""
 
-    backend: str = "mediapipe"  # mediapipe | keypointrcnn | openpose-json
+    backend: str = "mediapipe"  # mediapipe | keypointrcnn | openpose-json | coco-json
     batch_size: int = 32  # images per backend call (and per checkpoint of the partial file)
     device: str = "auto"  # auto | cpu | cuda | cuda:N (keypointrcnn); mediapipe runs on the CPU
     split: str = "train"  # the folder read when --images is a Market root: train | gallery | query
@@ -51,6 +52,7 @@ class PoseConfig:
     mediapipe: MediaPipeConfig = field(default_factory=MediaPipeConfig)
     keypointrcnn: KeypointRCNNConfig = field(default_factory=KeypointRCNNConfig)
     openpose_json: OpenPoseJSONConfig = field(default_factory=OpenPoseJSONConfig)
+    coco_json: CocoJSONConfig = field(default_factory=CocoJSONConfig)
 
 
 class PoseBackend(Protocol):
@@ -67,6 +69,7 @@ BACKENDS: dict[str, str] = {
     "mediapipe": "reidaug.pose.mediapipe_backend",
     "keypointrcnn": "reidaug.pose.keypointrcnn",
     "openpose-json": "reidaug.pose.openpose_json",
+    "coco-json": "reidaug.pose.coco_json",
 }
 _BUILDERS: dict[str, Callable[[PoseConfig], PoseBackend]] = {}
 
