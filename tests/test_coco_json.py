@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from test_poses import make_crops
 
 from reidaug.data.keypoints import MISSING, read_annotations
 from reidaug.errors import ReidaugError
 from reidaug.pose.coco_json import CocoJSON, CocoJSONConfig, choose, read_coco_json, to_annotation
-from test_poses import make_crops
 
 SIZE = (128, 64)
 

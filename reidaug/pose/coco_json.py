@@ -65,7 +65,7 @@ def _keypoints(entry: dict, where: str) -> np.ndarray:
         arr = arr.reshape(COCO_JOINTS, 3)
     except (TypeError, ValueError):
         n = np.size(raw) if raw is not None else "no"
-        raise ReidaugError(f"{where}: keypoints must be 17 COCO joints with scores (51 numbers), got {n} values")
+        raise ReidaugError(f"{where}: keypoints must be 17 COCO joints with scores (51 numbers), got {n} values") from None
     if not np.isfinite(arr).all():
         raise ReidaugError(f"{where}: keypoints hold a non-finite number")
     return arr
