@@ -26,6 +26,7 @@ COMMANDS: list[str] = [
     "poses",
     "pairs",
     "train",
+    "import-checkpoint",
     "generate",
     "augment",
     "reid-eval",

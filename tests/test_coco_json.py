@@ -62,8 +62,10 @@ def test_missing_and_low_score_joints(tmp_path):
 def test_rounding_and_outside_the_crop(tmp_path):
     kp = coco17()
     kp[0:3] = [3.49, 7.5, 0.9]  # nearest pixel: x 3, y 8 (COCO keypoints are pixel indices)
-    kp[15 * 3: 15 * 3 + 3] = [20, 140, 0.9]  # left ankle below a 128-pixel crop: missing
-    ann = to_annotation(people_of(tmp_path, [{"image_id": "a", "keypoints": kp}])["a"][0], SIZE, CocoJSONConfig())
+    kp[15 * 3 : 15 * 3 + 3] = [20, 140, 0.9]  # left ankle below a 128-pixel crop: missing
+    ann = to_annotation(
+        people_of(tmp_path, [{"image_id": "a", "keypoints": kp}])["a"][0], SIZE, CocoJSONConfig()
+    )
     assert ann[0].tolist() == [8, 3]
     assert ann[13].tolist() == [MISSING, MISSING]
 
@@ -100,8 +102,14 @@ def test_layouts_mmpose_dataset_dict_and_yolo_stems(tmp_path):
     [
         ({"foo": 1}, "holds no list of keypoint entries"),
         ([{"image_id": 3, "keypoints": coco17()}], "image_id 3 names no crop"),
-        ([{"image_id": "a", "keypoints": [1, 2, 3]}], "keypoints must be 17 COCO joints with scores (51 numbers), got 3"),
-        ([{"image_id": "a", "keypoints": coco17(), "bbox": [1, 2]}], "bbox must be [x, y, w, h], got 2 values"),
+        (
+            [{"image_id": "a", "keypoints": [1, 2, 3]}],
+            "keypoints must be 17 COCO joints with scores (51 numbers), got 3",
+        ),
+        (
+            [{"image_id": "a", "keypoints": coco17(), "bbox": [1, 2]}],
+            "bbox must be [x, y, w, h], got 2 values",
+        ),
         (["a"], "entry 0 is not an object"),
     ],
 )
@@ -137,5 +145,7 @@ def test_cli_coco_json_end_to_end(tmp_path, run_cli):
     assert ann[names[0]][2].tolist() == [31, 12]  # r-sho = COCO-17 joint 6
     assert (ann[names[1]] == MISSING).all()  # every joint below 0.3
     assert "no entry in preds.json" in stdout
-    code, _, err = run_cli("poses", "-i", d, "-o", out, "--backend", "coco-json", "--json", tmp_path / "no.json")
+    code, _, err = run_cli(
+        "poses", "-i", d, "-o", out, "--backend", "coco-json", "--json", tmp_path / "no.json"
+    )
     assert code == 2 and err.strip() == f"reidaug: error: COCO keypoint file {tmp_path / 'no.json'} not found"

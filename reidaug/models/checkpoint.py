@@ -32,14 +32,32 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
+def load_weights(path: Path, map_location="cpu", what: str = "checkpoint"):
+    """`torch.load(weights_only=True)` with one error line: a file that pickles code is refused (never run), a
+    torn or foreign file says what the unpickler found, without torch's advice to turn weights_only off."""
+    import pickle
+    import re
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        code = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if code:
+            raise ReidaugError(f"{what} {path} needs more than weights to load (it pickles {code.group(1)}): "
+                               "refused, nothing in it was executed") from None  # fmt: skip
+        found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        reason = found.group(1) if found else first_line(e)
+        raise ReidaugError(f"cannot read {what} {path}: not a PyTorch file ({reason})") from None
+    except Exception as e:  # torn zip archives, wrong magic numbers, EOF: RuntimeError, EOFError, ValueError ...
+        raise ReidaugError(f"cannot read {what} {path}: {first_line(e)}") from None
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     """Load and check a training checkpoint (a file or a run folder); one error line for a missing, unreadable
     or foreign file. First-format checkpoints come back converted (`converted_from` says so)."""
     path = resolve_checkpoint(path)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise ReidaugError(f"cannot read checkpoint {path}: {first_line(e)}") from None
+    ckpt = load_weights(path, map_location, "checkpoint")
     fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
     if fmt == FORMAT_V1:
         return _from_v1(ckpt, path)
@@ -73,7 +91,12 @@ def check_method(ckpt: dict, expected: str | None, where) -> None:
 
 
 def check_resumable(ckpt: dict, where) -> None:
-    """First-format checkpoints generate but do not resume (their optimizer state predates named optimizers)."""
+    """First-format checkpoints generate but do not resume (their optimizer state predates named optimizers);
+    imported published weights have no training state at all."""
+    if ckpt.get("imported_from"):
+        src = ckpt["imported_from"]
+        raise ReidaugError(f"the run in {where} holds imported weights ({src.get('source')}: {src.get('file')}): "
+                           "they generate, but have no training state to resume")  # fmt: skip
     if ckpt.get("converted_from"):
         raise ReidaugError(f"the checkpoint in {where} has the first reidaug format: it still generates, but "
                            "cannot be resumed; start a new run")  # fmt: skip

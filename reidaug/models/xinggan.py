@@ -243,7 +243,8 @@ class CoAttentionFusion(nn.Module):
             nxt = dim if c > dim else c // 2
             head += up_layers(c, nxt, norm)
             c = nxt
-        head.append(nn.ConvTranspose2d(c, 2 * n + 1, 1) if cfg.fusion == "caf" else conv1x1(c, 2 * n + 1))
+        head.append(nn.ConvTranspose2d(c, 2 * n + 1, 1, bias=bias) if cfg.fusion == "caf"  # no bias under BN (code)
+                    else conv1x1(c, 2 * n + 1))
         self.attention = nn.Sequential(*head)
         self.dense = cfg.fusion == "dccaf"
 

@@ -61,11 +61,15 @@ def _keypoints(entry: dict, where: str) -> np.ndarray:
     try:
         arr = np.asarray(raw, dtype=np.float64)
         if scores is not None:
-            arr = np.concatenate([arr.reshape(COCO_JOINTS, 2), np.asarray(scores, dtype=np.float64).reshape(-1, 1)], 1)
+            arr = np.concatenate(
+                [arr.reshape(COCO_JOINTS, 2), np.asarray(scores, dtype=np.float64).reshape(-1, 1)], 1
+            )
         arr = arr.reshape(COCO_JOINTS, 3)
     except (TypeError, ValueError):
         n = np.size(raw) if raw is not None else "no"
-        raise ReidaugError(f"{where}: keypoints must be 17 COCO joints with scores (51 numbers), got {n} values") from None
+        raise ReidaugError(
+            f"{where}: keypoints must be 17 COCO joints with scores (51 numbers), got {n} values"
+        ) from None
     if not np.isfinite(arr).all():
         raise ReidaugError(f"{where}: keypoints hold a non-finite number")
     return arr
