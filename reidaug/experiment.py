@@ -24,7 +24,7 @@ from reidaug.config import load_config, to_yaml
 from reidaug.data.market import check_root
 from reidaug.errors import ReidaugError
 from reidaug.report import FULL, NONE, RESULT_COLUMNS, write_html_report, write_report
-from reidaug.utils.io import atomic_write_text
+from reidaug.utils.io import atomic_write_text, portable
 from reidaug.utils.progress import console
 
 
@@ -82,7 +82,7 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> dict
         console.print(f"[bold]cell[/] {d.name}")
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_text(d / "cell.json", json.dumps({"generator": gen, "portion": p, "seed": seed,
-                                                       "root": str(root)}) + "\n")  # fmt: skip
+                                                       "root": portable(root, out)}) + "\n")  # fmt: skip
         reid_eval(root, replace(rcfg, seed=rcfg.seed + seed), d / "metrics.json", run_dir=d / "run",
                   overwrite=True, show_progress=show_progress)  # fmt: skip
 

@@ -158,3 +158,57 @@ def test_torchreid_reads_reduced_and_augmented_roots(root, built):
         assert len(own.train) == len(ours.train) == n_train
         assert own.num_train_pids == ours.num_train_pids == read_split(root, "train").pid.nunique()
         assert len(own.query) == len(read_split(root, "query"))
+
+
+@pytest.mark.parametrize("form", ["link", "copy", "hardlink"])
+def test_roots_survive_moving_the_output_in_every_form(root, checkpoint, tmp_path, form):
+    """Relative links inside OUT (absolute to the real dataset), or real files: after moving OUT elsewhere,
+    torchreid's Market1501, our registered dataset (what reid-eval reads) and every image still read."""
+    from reidaug.data.images import read_image
+    from reidaug.reid._torchreid import reid
+    from reidaug.reid.dataset import NAME, register, torchreid_market1501
+
+    r = augment(root, tmp_path / "a" / "out", checkpoint, _cfg(), device="cpu", show_progress=False,
+                materialize=form)  # fmt: skip
+    aug_train = r.augmented_root / "bounding_box_train"
+    generated = sorted(pd.read_csv(r.out / "jobs.csv").out_name)
+    real = sorted(set(os.listdir(aug_train)) - set(generated))
+    if form == "link":
+        assert all(os.readlink(aug_train / n) == f"../../generated/{n}" for n in generated)
+        assert all(os.path.isabs(os.readlink(aug_train / n)) for n in real)
+        assert os.path.isabs(os.readlink(r.augmented_root / "query"))
+    else:
+        entries = [*aug_train.iterdir(), *(r.augmented_root / "query").iterdir(), r.augmented_root / "query"]
+        assert not any(p.is_symlink() for p in entries)
+        same = os.path.samefile(aug_train / real[0], root / "bounding_box_train" / real[0])
+        assert same == (form == "hardlink")
+    moved = tmp_path / "b" / "moved"
+    moved.parent.mkdir()
+    os.rename(r.out, moved)
+    register()
+    for sub, n_train in (("reduced", r.kept), ("augmented", r.kept + r.generated)):
+        own = torchreid_market1501(moved / sub)
+        ours = reid.data.datasets.init_image_dataset(NAME, root=str(moved / sub), mode="train", split_id=0)
+        assert len(own.train) == len(ours.train) == n_train
+        assert len(ours.query) == len(read_split(root, "query")) and len(ours.gallery) > 0
+        for path, *_ in ours.train + ours.query:
+            assert read_image(path).shape == (128, 64, 3)
+    # a rerun in the moved place (same settings) completes nothing new and keeps the roots valid
+    again = augment(root, moved, checkpoint, _cfg(), device="cpu", show_progress=False, materialize=form)
+    assert (again.kept, again.generated) == (r.kept, r.generated)
+    assert all(read_image(moved / "augmented" / "bounding_box_train" / n).shape == (128, 64, 3) for n in generated)
+
+
+def test_materialize_converts_in_place_and_refuses_unknown_forms(root, checkpoint, tmp_path):
+    out = tmp_path / "out"
+    augment(root, out, checkpoint, _cfg(), device="cpu", show_progress=False)
+    assert (out / "reduced" / "query").is_symlink()
+    augment(root, out, checkpoint, _cfg(), device="cpu", show_progress=False, materialize="copy")
+    assert not (out / "reduced" / "query").is_symlink() and (out / "reduced" / "query").is_dir()
+    train_dir = out / "reduced" / "bounding_box_train"
+    assert not any(p.is_symlink() for p in train_dir.iterdir())
+    augment(root, out, checkpoint, _cfg(), device="cpu", show_progress=False)
+    assert (out / "reduced" / "query").is_symlink() and all(p.is_symlink() for p in train_dir.iterdir())
+    with pytest.raises(ReidaugError, match="--materialize must be one of link, copy, hardlink, got 'zip'"):
+        augment(root, tmp_path / "o2", checkpoint, _cfg(), device="cpu", show_progress=False, materialize="zip")
+    assert not (tmp_path / "o2").exists()

@@ -58,6 +58,7 @@ def test_sweep_cells_report_and_rerun(setup):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     cell = json.loads(next((out / "cells").glob("patn_*/cell.json")).read_text())
     assert cell["generator"] == "patn" and cell["portion"] == 0.3
+    assert cell["root"] == "augment/patn/p0.3_s0/augmented"  # relative to the experiment folder: it can move
     metrics = json.loads(paths["metrics_patn"].read_text())
     assert set(metrics["metrics"]) == {"ssim", "mask_ssim", "l1"} and "fid" in metrics["skipped"]  # no weights here
     assert metrics["images"] == n - round(0.3 * n)  # the generated replacements of the p = 0.3 augmentation

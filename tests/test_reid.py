@@ -324,6 +324,8 @@ def test_reid_eval_end_to_end(run_cli, tiny_root, tmp_path):
     assert res["num_query"] == 4 and res["num_gallery"] == 18 and res["num_valid_queries"] == 4
     assert res["num_train_images"] == 24 and res["num_train_pids"] == 6
     assert res["pretrained"] is False and res["config"]["seed"] == 3 and len(res["history"]) == 1
+    # paths inside the output folder are relative (it can move); the dataset outside it is absolute
+    assert res["run_dir"] == "metrics.run" and res["root"] == str(tiny_root.resolve())
     run = out.with_name("metrics.run")
     log = (run / "log.txt").read_text()
     assert "weights: random initialisation" in log and "epoch 1/1" in log
@@ -336,7 +338,7 @@ def test_reid_eval_end_to_end(run_cli, tiny_root, tmp_path):
     from reidaug.config import load_config
     from reidaug.reid.run import reid_eval
 
-    cfg = load_config(ReidConfig, Path(res["run_dir"]) / "config.yaml")
+    cfg = load_config(ReidConfig, out.parent / res["run_dir"] / "config.yaml")
     with pytest.raises(ReidaugError, match="would contain the dataset"):
         reid_eval(tiny_root, cfg, tmp_path / "x.json", run_dir=tiny_root.parent, overwrite=True)
     with pytest.raises(ReidaugError, match="holds a checkpoint"):

@@ -7,13 +7,18 @@ OUT/
   generated/                the generated images and generate's manifest.csv
   reduced/   bounding_box_train/ links to the kept real images; bounding_box_test, query -> the real folders
   augmented/ bounding_box_train/ links to the kept real images and to generated/*; test folders as above
-Everything is links: no real image is copied. A rerun with the same settings skips finished images.
+By default everything is links and no real image is copied: links into OUT (the generated images) are relative,
+so OUT can be moved or copied as a whole; links to the real dataset are absolute (it does not move with OUT).
+`materialize="copy"` or `"hardlink"` writes real files instead, test folders included, for shipping a set.
+A rerun with the same settings skips finished images; a rerun in another form converts the roots in place.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +30,10 @@ from reidaug.data.keypoints import Annotations, read_annotations
 from reidaug.data.market import SPLITS, annotation_path, check_root, read_split
 from reidaug.errors import ReidaugError, offenders
 from reidaug.generate import GenerateConfig, generated_name
-from reidaug.utils.io import atomic_path, atomic_write_text, check_output_dir
+from reidaug.utils.io import atomic_path, atomic_write_text, check_output_dir, portable
 
 TRAINED_ON = ("full", "reduced")
+MATERIALIZE = ("link", "copy", "hardlink")
 SETTINGS = "augment.json"
 
 
@@ -104,27 +110,72 @@ def check_leakage(ckpt: dict, kept_names: set[str], mode: str) -> None:
                            f"(e.g. {offenders(leaked)}); train it on the reduced set's pairs")  # fmt: skip
 
 
-def _link(target: Path, link: Path) -> None:
-    """Create (or refresh) one symlink atomically."""
-    tmp = link.with_name(f".{link.name}.lnk")
+def _place(target: Path, entry: Path, form: str, base: Path) -> None:
+    """Make `entry` stand for the file `target`, atomically (a temporary name, then a rename), unless it does.
+
+    link: a symbolic link, relative when `target` lies inside the output `base` (so the output can be moved or
+    copied as a whole), absolute to the real dataset (which stays where it is); copy: a real file; hardlink: a
+    second name of the same file (same filesystem only)."""
+    if form == "link":
+        target = target.resolve()
+        inside = not Path(portable(target, base)).is_absolute()
+        text = os.path.relpath(target, entry.parent.resolve()) if inside else str(target)
+        if entry.is_symlink() and os.readlink(entry) == text:
+            return
+    elif form == "copy":
+        if not entry.is_symlink() and entry.is_file() and entry.stat().st_size == target.stat().st_size:
+            return
+    elif not entry.is_symlink() and entry.exists() and os.path.samefile(entry, target):
+        return
+    tmp = entry.with_name(f".{entry.name}.tmp")
     tmp.unlink(missing_ok=True)
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
+    try:
+        if form == "link":
+            os.symlink(text, tmp)
+        elif form == "copy":
+            shutil.copy2(target, tmp)
+        else:
+            os.link(target, tmp)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        hint = "; use --materialize copy" if form == "hardlink" and e.errno == errno.EXDEV else ""
+        raise ReidaugError(f"cannot {form} {target} to {entry}: {e.strerror or e}{hint}") from None
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry)
+    os.replace(tmp, entry)
 
 
-def write_root(root: Path, real_root: Path, train_files: dict[str, Path]) -> Path:
-    """A Market root of links: `train_files` (name -> file) in bounding_box_train, the real test folders."""
+def _place_folder(real: Path, entry: Path, form: str) -> None:
+    """A test folder: a link to the real one, or a folder of copies / hard links of its files."""
+    if form == "link":
+        _place(real.resolve(), entry, form, entry.parent)
+        return
+    if entry.is_symlink():
+        entry.unlink()
+    entry.mkdir(parents=True, exist_ok=True)
+    names = {p.name for p in real.iterdir() if p.is_file()}
+    for stale in set(os.listdir(entry)) - names:
+        (entry / stale).unlink()
+    for name in sorted(names):
+        _place(real / name, entry / name, form, entry)
+
+
+def write_root(root: Path, real_root: Path, train_files: dict[str, Path], materialize: str = "link",
+               base: Path | None = None) -> Path:  # fmt: skip
+    """A Market root: `train_files` (name -> file) in bounding_box_train, the real test folders, each entry in
+    the `materialize` form (see `_place`; `base` is the output folder that relative links stay inside)."""
+    if materialize not in MATERIALIZE:
+        raise ReidaugError(f"--materialize must be one of {', '.join(MATERIALIZE)}, got {materialize!r}")
+    base = Path(base or root.parent)
     train_dir = root / SPLITS["train"]
     train_dir.mkdir(parents=True, exist_ok=True)
     for stale in set(os.listdir(train_dir)) - set(train_files):
         (train_dir / stale).unlink()
     for name, target in train_files.items():
-        link = train_dir / name
-        if not (link.is_symlink() and Path(os.readlink(link)) == target):
-            _link(target, link)
+        _place(Path(target), train_dir / name, materialize, base)
     for split_name in ("gallery", "query"):
         folder = SPLITS[split_name]
-        _link((real_root / folder).resolve(), root / folder)
+        _place_folder(real_root / folder, root / folder, materialize)
     return root
 
 
@@ -149,8 +200,12 @@ def _claim(out: Path, settings: dict, overwrite: bool) -> None:
 def augment(data_root: str | Path, out: str | Path, checkpoint: str | Path | None = None,
             cfg: AugmentConfig | None = None, *, annotations: str | Path | None = None, method: str = "patn",
             method_config: str | Path | None = None, method_overrides=(), device: str = "auto",
-            overwrite: bool = False, show_progress: bool = True, on_batch=None) -> AugmentResult:  # fmt: skip
+            overwrite: bool = False, show_progress: bool = True, on_batch=None,
+            materialize: str = "link") -> AugmentResult:  # fmt: skip
     """Build OUT/reduced and OUT/augmented from the Market root `data_root` with a trained generator.
+
+    `materialize`: link (symbolic links; those into OUT relative, so OUT can be moved or copied whole), copy or
+    hardlink (real files, for shipping a set to another machine or a filesystem without links).
 
     Without `checkpoint`, and with `generator_trained_on='reduced'`, a generator (`method`, its config and
     overrides) is first trained on the pairs of M_p^R alone into OUT/generator (resumed on a rerun).
@@ -160,6 +215,8 @@ def augment(data_root: str | Path, out: str | Path, checkpoint: str | Path | Non
 
     cfg = cfg or AugmentConfig()
     check_config(cfg)
+    if materialize not in MATERIALIZE:
+        raise ReidaugError(f"--materialize must be one of {', '.join(MATERIALIZE)}, got {materialize!r}")
     data_root, out = check_root(data_root, ("train",)), Path(out)
     ann_path = Path(annotations or annotation_path(data_root))
     ann = read_annotations(ann_path)
@@ -195,9 +252,9 @@ def augment(data_root: str | Path, out: str | Path, checkpoint: str | Path | Non
     real = {n: Path(p).resolve() for n, p in zip(train.name, train.path)}
     kept_files = {n: real[n] for n in train.name[kept]}
     gen_dir = (out / "generated").resolve()
-    reduced = write_root(out / "reduced", data_root, kept_files)
+    reduced = write_root(out / "reduced", data_root, kept_files, materialize, out)
     augmented = write_root(out / "augmented", data_root,
-                           {**kept_files, **{n: gen_dir / n for n in jobs["out_name"]}})  # fmt: skip
+                           {**kept_files, **{n: gen_dir / n for n in jobs["out_name"]}}, materialize, out)  # fmt: skip
 
     fallbacks = {k: int(v) for k, v in jobs["fallback"].value_counts().items() if k}
     summary = {**_settings(cfg, data_root, meta), "kept": int(kept.sum()), "removed": int((~kept).sum()),

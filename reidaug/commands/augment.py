@@ -29,13 +29,17 @@ def command(
     set_: list[str] = SetOpt,
     seed: int | None = SeedOpt,
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+    materialize: str = typer.Option(
+        "link", "--materialize", help="link (relative inside OUT) | copy | hardlink: real files, for shipping."
+    ),
     overwrite: bool = OverwriteOpt,
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
 ) -> None:
     """[bold]Portion-p augmentation[/] (PATN paper, Table 6): keep a fraction p of the real training images
     (at least one per identity) in [cyan]OUT/reduced[/]; replace every removed image by one generated from a
-    kept image of the same identity in the removed image's pose, in [cyan]OUT/augmented[/]. Test folders are
-    links to the real ones. Rerun after an interruption: finished images are skipped.
+    kept image of the same identity in the removed image's pose, in [cyan]OUT/augmented[/]. Both are links (those
+    into OUT relative, so OUT can be moved or copied whole; test folders link to the real ones), or real files
+    with [cyan]--materialize copy|hardlink[/]. Rerun after an interruption: finished images are skipped.
     Config: [cyan]configs/augment/default.yaml[/]."""
     from reidaug.augment.build import AugmentConfig, augment
     from reidaug.config import load_config
@@ -50,7 +54,8 @@ def command(
             overrides.append(f"{key}={value}")
     cfg = load_config(AugmentConfig, config or "augment/default", overrides)
     r = augment(data, out, checkpoint, cfg, annotations=annotations, method=method, method_config=method_config,
-                method_overrides=method_set, device=device, overwrite=overwrite, show_progress=not no_progress)  # fmt: skip
+                method_overrides=method_set, device=device, overwrite=overwrite, show_progress=not no_progress,
+                materialize=materialize)  # fmt: skip
     fb = ", ".join(f"{k}: {v}" for k, v in r.fallbacks.items()) or "none"
     console.print(f"[green]augment[/] p={cfg.portion:g}: kept {r.kept:,}, removed {r.removed:,}, generated "
                   f"{r.generated:,} (fallbacks: {fb})\n  reduced   {r.reduced_root}\n  augmented {r.augmented_root}")  # fmt: skip

@@ -22,7 +22,7 @@ from reidaug.reid._torchreid import VERSION, reid
 from reidaug.reid.config import ReidConfig, train_sampler, validate
 from reidaug.reid.engine import ENGINES, LAST, torchreid_prints_to
 from reidaug.reid.weights import init_weights, load_checkpoint
-from reidaug.utils.io import atomic_write_text, check_output_dir
+from reidaug.utils.io import atomic_write_text, check_output_dir, portable
 from reidaug.utils.progress import console, progress
 from reidaug.utils.runtime import resolve_device, seed_all
 
@@ -171,7 +171,7 @@ def _run(root: Path, cfg: ReidConfig, out_json: Path, run_dir: Path, resume: boo
     result = {k: metrics[k] for k in METRIC_KEYS}
     result.update(
         {
-            "root": str(root),
+            "root": portable(root, out_json.parent),  # relative inside the output folder: it can move
             "backbone": cfg.backbone,
             "loss": cfg.loss,
             "epochs": cfg.epochs,
@@ -188,7 +188,7 @@ def _run(root: Path, cfg: ReidConfig, out_json: Path, run_dir: Path, resume: boo
             "history": engine.history,
             "torchreid": VERSION,
             "torch": torch.__version__,
-            "run_dir": str(run_dir),
+            "run_dir": portable(run_dir, out_json.parent),
             "config": to_dict(cfg),
         }
     )

@@ -41,6 +41,12 @@ def atomic_path(path: str | Path):
         raise
 
 
+def portable(path: str | Path, base: str | Path) -> str:
+    """How an output records `path`: relative to `base` when inside it (so the folder can move), else absolute."""
+    path, base = Path(path).resolve(), Path(base).resolve()
+    return os.path.relpath(path, base) if path == base or base in path.parents else str(path)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
