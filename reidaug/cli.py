@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
 
 from reidaug import __version__
-from reidaug.errors import ReidaugError
+from reidaug.errors import ReidaugError, user_message
 
 app = typer.Typer(
     name="reidaug",
@@ -45,6 +46,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback of any error (or REIDAUG_DEBUG=1)."),
 ) -> None:
     """reidaug: poses -> pairs -> train -> generate -> augment -> reid-eval -> metrics."""
 
@@ -58,21 +60,28 @@ for _name in COMMANDS:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: usage errors and ReidaugError become one line on stderr with exit code 2; a training that
-    breaks (a non-finite loss, diverged replicas) one line with exit code 1; anything else is a bug (traceback)."""
+    """Entry point: usage errors and expected failures (reidaug.errors.user_message: bad input, operating-system
+    errors on paths, undecodable text, also from data loader workers) become one line on stderr with exit code 2;
+    a training that breaks (a non-finite loss, diverged replicas) one line with exit code 1; anything else is a
+    bug (traceback). `reidaug --debug ...` or REIDAUG_DEBUG=1 shows the full traceback of any error."""
     cmd = typer.main.get_command(app)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("REIDAUG_DEBUG", "") not in ("", "0")
     try:
         rv = cmd.main(args=argv, prog_name="reidaug", standalone_mode=False)
-    except ReidaugError as e:
-        print(f"reidaug: error: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:
+    except (ReidaugError, OSError, UnicodeDecodeError, RuntimeError) as e:
         from reidaug.train.trainer import TrainingError
 
-        if not isinstance(e, TrainingError):
+        if debug:
             raise
-        print(f"reidaug: training failed: {e}", file=sys.stderr)  # not the input's fault: exit 1
-        return 1
+        if isinstance(e, TrainingError):
+            print(f"reidaug: training failed: {e}", file=sys.stderr)  # not the input's fault: exit 1
+            return 1
+        message = user_message(e)
+        if message is None:
+            raise  # a bug: the traceback is what a report needs
+        print(f"reidaug: error: {message}", file=sys.stderr)
+        return 2
     except typer.TyperException as e:  # usage errors (exit code 2) and other CLI errors
         print(f"reidaug: error: {e.format_message()}", file=sys.stderr)
         return e.exit_code

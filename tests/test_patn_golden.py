@@ -34,6 +34,9 @@ def test_patn_demo_losses_match_the_recorded_run(tmp_path):
     assert [r["iteration"] for r in got] == list(range(1, 21))
     for g, w in zip(got, want):
         assert set(w) <= set(g) and all(k.startswith("lr_") for k in set(g) - set(w)), g  # + lr per optimizer
-        # Bit-identical on the machine that recorded them; the tolerance only absorbs other CPUs' kernels.
-        assert {k: g[k] for k in w} == pytest.approx(w, rel=1e-5, abs=1e-7), g["iteration"]
+        # Bit-identical on the machine that recorded them. Another CPU's kernels differ in the last bits, and GAN
+        # training amplifies that (measured on an AMD EPYC: 2e-7 at iteration 1, 1e-5 at 2, 1.5e-4 at 3, up to
+        # 1.7e-2 by 20); a changed loss, weight or step order moves iteration 1 or 2 by far more than 1e-3.
+        rel = 1e-3 if g["iteration"] <= 3 else 5e-2
+        assert {k: g[k] for k in w} == pytest.approx(w, rel=rel, abs=1e-7), g["iteration"]
     assert got[-1]["lr_discriminators"] == got[-1]["lr"] == 0.001

@@ -174,10 +174,10 @@ def test_cli_errors(root, straight, tmp_path, run_cli):
     _one_line(err, "unknown method 'nope'")
     code, _, err = run_cli(*base, "--method", "patn", "--out", tmp_path / "b", "--resume")
     assert code == 2
-    _one_line(err, "checkpoint", "not found")
-    code, _, err = run_cli(*base, "--method", "patn", "--out", straight)
+    _one_line(err, "nothing to resume", "checkpoints/latest.pt not found")
+    code, _, err = run_cli(*base, "--method", "patn", "--out", straight)  # the default config, not the run's
     assert code == 2
-    _one_line(err, "already holds a run", "--resume")
+    _one_line(err, "holds a patn run with another configuration", "--resume continues it")
     bad = tmp_path / "pairs.csv"
     bad.write_text("from,to\n0001_c1s1_000100_01.jpg,0009_c1s1_000001_01.jpg\n")
     code, _, err = run_cli(*base, "--method", "patn", "--out", tmp_path / "c", "--pairs", bad)
@@ -228,3 +228,64 @@ def test_non_finite_loss_is_a_training_failure_not_a_user_error(root, tmp_path, 
     assert code == 1, err
     assert len(err.strip().splitlines()) == 1 and err.startswith("reidaug: training failed: non-finite loss at iteration")
     assert not (tmp_path / "nan" / "checkpoints").exists()
+
+
+def _same_command(root, out, *extra):
+    sets = [a for v in (*TINY_PATN, *RESUME, *extra) for a in ("--set", v)]
+    return ("train", "--method", "patn", "--data", root, "--out", out, "--device", "cpu", "--no-progress", *sets)
+
+
+def test_the_same_command_recovers_every_interruption(root, straight, tmp_path, run_cli):
+    """Killed before the first checkpoint, killed between checkpoints, finished: rerunning the same command
+    restarts, resumes (the straight run's weights exactly) and reports, with no --resume and no cleanup."""
+    cfg = tiny(*RESUME)
+    early, mid = tmp_path / "early", tmp_path / "mid"
+    for out, at in ((early, 2), (mid, 4)):
+        with pytest.raises(Killed):
+            train(cfg, root, out, device="cpu", show_progress=False, callback=kill_at(at))
+    assert not (early / "checkpoints" / "latest.pt").exists() and (early / "config.yaml").is_file()
+    code, out, err = run_cli(*_same_command(root, early))
+    assert code == 0, err
+    assert "stopped before its first checkpoint: starting it again" in err  # the console is stderr
+    code, out, err = run_cli(*_same_command(root, mid))
+    assert code == 0, err
+    assert "resuming" in err and "from iteration 3 of 6" in err
+    want = load_checkpoint(straight / "checkpoints" / "latest.pt")["model"]
+    for run in (early, mid):
+        got = load_checkpoint(run / "checkpoints" / "latest.pt")["model"]
+        assert all(torch.equal(v, got[k]) for k, v in want.items()), run
+    code, out, err = run_cli(*_same_command(root, mid))  # finished: reported, exit 0, nothing changes
+    assert code == 0 and "already trained patn to iteration 6" in err
+    code, out, err = run_cli(*_same_command(root, mid), "--resume")
+    assert code == 0 and "already trained" in err
+
+
+def test_resume_refuses_other_pairs_unless_asked(root, tmp_path, run_cli):
+    from reidaug.data.keypoints import read_annotations
+    from reidaug.data.pairs import make_pairs, write_pairs
+
+    pairs = make_pairs(read_annotations(root / "annotations" / "train.csv"))
+    write_pairs(tmp_path / "a.csv", pairs.head(10))
+    write_pairs(tmp_path / "b.csv", pairs.tail(10))
+    with pytest.raises(Killed):
+        train(tiny(*RESUME), root, tmp_path / "run", pairs=tmp_path / "a.csv", device="cpu", show_progress=False,
+              callback=kill_at(4))  # fmt: skip
+    code, _, err = run_cli(*_same_command(root, tmp_path / "run"), "--pairs", tmp_path / "b.csv")
+    assert code == 2
+    _one_line(err, "trained on other pairs", "--new-data")
+    code, _, err = run_cli(*_same_command(root, tmp_path / "run"), "--pairs", tmp_path / "b.csv", "--new-data")
+    assert code == 0, err
+
+
+def test_resume_between_log_lines_keeps_the_log_exact(root, tmp_path):
+    """checkpoint_every 3, log_every 2: the window open at the checkpoint (iteration 3 of 3-4) is restored."""
+    cfg = tiny(*RESUME, "train.log_every=2")
+    train(cfg, root, tmp_path / "straight", device="cpu", show_progress=False)
+    with pytest.raises(Killed):
+        train(cfg, root, tmp_path / "resumed", device="cpu", show_progress=False, callback=kill_at(5))
+    ckpt = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "latest.pt")
+    assert ckpt["iteration"] == 3 and ckpt["logger"]["n"] == 1
+    train(config_from_dict("patn", ckpt["config"]), root, tmp_path / "resumed", resume=ckpt, device="cpu",
+          show_progress=False)  # fmt: skip
+    a, b = read_log(tmp_path / "straight"), read_log(tmp_path / "resumed")
+    assert [r["iteration"] for r in a] == [2, 4, 6] and a == b

@@ -97,6 +97,9 @@ def present(coords: np.ndarray) -> np.ndarray:
     return (coords[..., 0] >= 0) & (coords[..., 1] >= 0)
 
 
+MAX_COORD = 2**15 - 1  # coordinates are stored as int16 in datasets; no crop is this large
+
+
 def _parse_list(text: str, lineno: int, path) -> list[int]:
     try:
         values = json.loads(text)
@@ -108,6 +111,8 @@ def _parse_list(text: str, lineno: int, path) -> list[int]:
         raise ReidaugError(f"{path}:{lineno}: expected {NUM_JOINTS} joints, got {len(values)}")
     if min(values) < MISSING:
         raise ReidaugError(f"{path}:{lineno}: negative coordinate {min(values)} (only {MISSING} marks a missing joint)")
+    if max(values) > MAX_COORD:
+        raise ReidaugError(f"{path}:{lineno}: coordinate {max(values)} is larger than any crop ({MAX_COORD} at most)")
     return values
 
 
@@ -116,7 +121,10 @@ def read_annotations(path: str | Path) -> Annotations:
     path = Path(path)
     if not path.is_file():
         raise ReidaugError(f"annotation file {path} not found")
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ReidaugError(f"{path}: not a UTF-8 text file (an annotation CSV starts with {HEADER!r})") from None
     if not lines or lines[0].strip() != HEADER:
         raise ReidaugError(f"{path}: first line must be {HEADER!r}")
     names, coords = [], []

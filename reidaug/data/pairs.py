@@ -162,6 +162,13 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ReidaugError(f"{path}: malformed CSV: {first_line(e)}") from None
+    if df.empty:
+        raise ReidaugError(f"{path} holds no rows (only its header)")
+    dup = df.duplicated(subset=cols)
+    if cols == COLUMNS and dup.any():  # tuples may repeat: their sources are drawn with replacement (notes 1.6)
+        row = int(np.flatnonzero(dup.to_numpy())[0])
+        first = int(np.flatnonzero((df[cols] == df.loc[row, cols]).all(axis=1).to_numpy())[0])
+        raise ReidaugError(f"{path}:{row + 2}: duplicate of row {first + 2} ({', '.join(df.loc[row, cols])})")
     empty = (df[cols] == "").any(axis=1)
     if empty.any():
         raise ReidaugError(

@@ -68,6 +68,22 @@ def check_names(images, pose_from, paths: dict[str, str], ann: Annotations) -> N
         raise ReidaugError(f"{len(no_kp)} images have no keypoints in the annotations: {offenders(no_kp)}")
 
 
+def check_inside(names: list[str], coords: np.ndarray, size: tuple[int, int]) -> None:
+    """Every present joint (not -1) lies inside an image of `size` (H, W); one line names the first that does
+    not: a keypoint file of another dataset or resolution would otherwise train silently on garbage poses."""
+    from reidaug.data.keypoints import JOINTS
+
+    if not len(coords):
+        return
+    h, w = size
+    present = coords >= 0
+    bad = present & (coords >= np.array([h, w]))
+    if bad.any():
+        i, j, axis = (int(v[0]) for v in np.nonzero(bad))
+        raise ReidaugError(f"keypoints of {names[i]} lie outside its {h}x{w} image: {JOINTS[j]} at "
+                           f"{'yx'[axis]} = {int(coords[i, j, axis])}")  # fmt: skip
+
+
 class SampleDataset(Dataset):
     """Item i: the M source images + keypoints of row i, the target keypoints and (when known) the target image.
 
@@ -92,6 +108,7 @@ class SampleDataset(Dataset):
         self.pose = np.array([pos[n] for n in pose_from], dtype=np.int32)
         self.tgt = None if targets is None else np.array([pos[n] for n in targets], dtype=np.int32)
         self.image_size = tuple(image_size)
+        check_inside(names, self.coords, self.image_size)
 
     @property
     def num_sources(self) -> int:

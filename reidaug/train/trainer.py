@@ -14,8 +14,11 @@ method's state dict, the optimizers, schedulers, grad scaler and every RNG, per 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -25,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 
 from reidaug import __version__
 from reidaug.config import to_dict, to_yaml
@@ -68,12 +72,13 @@ def load_table(pairs, ann, num_sources: int = 1, seed: int = 0) -> pd.DataFrame:
 
 def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annotations=None, resume=None,
           device: str = "auto", overwrite: bool = False, show_progress: bool = True,
-          callback: Callable[[int, dict], None] | None = None) -> TrainResult:  # fmt: skip
+          callback: Callable[[int, dict], None] | None = None, allow_new_data: bool = False) -> TrainResult:  # fmt: skip
     """Train `cfg.method` (a composed method config, see reidaug.train.config) on samples of `data_root`.
 
     `pairs`: DataFrame / pairs or tuples CSV / None (PATN-rule pairs or tuples of `annotations`, default
     ROOT/annotations/train.csv). `resume`: a checkpoint path or an already loaded checkpoint dict.
     `callback(iteration, logs)` runs after every completed iteration (tests use it to interrupt a run).
+    A resumed run refuses other pairs than it trained on unless `allow_new_data`.
     """
     from reidaug.data.keypoints import read_annotations
     from reidaug.data.market import annotation_path
@@ -103,11 +108,20 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
         cols = source_columns(table)
         # What the generator sees, for the leakage check of augment (notes 12.5).
         seen = set(table["to"]).union(*(set(table[c]) for c in cols[:m]))
-        data = {"pairs": len(table), "images": sorted(seen)}
+        digest = hashlib.sha256(table.to_csv(index=False).encode()).hexdigest()
+        data = {"pairs": len(table), "pairs_sha256": digest, "images": sorted(seen)}
+        before = (ckpt or {}).get("data") or {}
+        if before.get("pairs_sha256") not in (None, digest) and not allow_new_data:
+            raise ReidaugError(f"the run in {out} trained on other pairs ({before.get('pairs')} then, {len(table)} "
+                               "now); resume on these with --new-data, or start a new run")  # fmt: skip
         dataset = SampleDataset.from_table(table, image_index(data_root), ann, m)
         if start >= t.iterations:
             raise ReidaugError(f"the checkpoint is at iteration {start}; train.iterations is {t.iterations}")
         spans = stage_spans(cfg)
+        if ckpt is not None and info.main:
+            from reidaug.utils.progress import console
+
+            console.print(f"resuming {out} from iteration {start:,} of {t.iterations:,}", highlight=False)
 
         # Model, optimizers, schedules.
         seed_all(t.seed)
@@ -159,7 +173,7 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
                              prefetch_factor=t.prefetch_factor, seed=t.seed)  # fmt: skip
         first = next(iter(optimizers))
         logger = _Logger(out, start, t, info.main and show_progress, enabled=info.main,
-                         keys=getattr(method, "progress_keys", ()))  # fmt: skip
+                         keys=getattr(method, "progress_keys", ()), window=(ckpt or {}).get("logger"))  # fmt: skip
         fixed = _sample_batch(dataset, t) if info.main else None
         last_ckpt = batches = None
         try:
@@ -184,7 +198,8 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
                         _write_samples(method, fixed, out / "samples" / f"iter_{done:06d}.png", dev, amp,
                                        channels_last)  # fmt: skip
                 if done % t.checkpoint_every == 0 or done == t.iterations:
-                    state = _state(cfg, done, wrapped, inference, optimizers, schedulers, scaler, sampler, info, data)
+                    state = _state(cfg, done, wrapped, inference, optimizers, schedulers, scaler, sampler, info, data,
+                                   logger.window())  # fmt: skip
                     if info.main:
                         last_ckpt = save_checkpoint(out / "checkpoints" / "latest.pt", state)
                         if done == t.iterations or (t.keep_every and done % t.keep_every == 0):
@@ -201,6 +216,31 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
         return TrainResult(out, t.iterations, last_ckpt, logger.history, wrapped.method)
     finally:
         ddp.cleanup(info)
+
+
+RUN_FILES = {"config.yaml", "log.jsonl", "tb", "samples", "checkpoints"}
+
+
+def clear_unstarted(out: Path, method: str) -> bool:
+    """A run folder of `method` killed (or failed) before its first checkpoint holds only what a run writes at
+    its start: remove that, so the same command starts it again. True when something was cleared."""
+    out = Path(out)
+    if not (out / "config.yaml").is_file() or (out / "checkpoints" / "latest.pt").exists():
+        return False
+    names = set(os.listdir(out))
+    ckpts = out / "checkpoints"
+    if not names <= RUN_FILES or (ckpts.is_dir() and any(not n.startswith(".") for n in os.listdir(ckpts))):
+        return False
+    try:
+        saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return False
+    if not isinstance(saved, dict) or saved.get("method") != method:
+        return False
+    for name in names:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    return True
 
 
 class _LrFactor:
@@ -221,7 +261,8 @@ def _module_path(method, module) -> str:
     raise TrainingError(f"{type(method).__name__}.inference_module() is not a submodule of the method")
 
 
-def _state(cfg, done, wrapped, inference, optimizers, schedulers, scaler, sampler, info, data: dict) -> dict:
+def _state(cfg, done, wrapped, inference, optimizers, schedulers, scaler, sampler, info, data: dict,
+           window: dict) -> dict:  # fmt: skip
     """The checkpoint dict. RNG and per-rank module state (image pools) are gathered from every rank (a collective
     call), with a hash of every rank's parameters: DDP replicas must hold identical weights."""
     with wrapped.unwrapped() as method:
@@ -248,6 +289,7 @@ def _state(cfg, done, wrapped, inference, optimizers, schedulers, scaler, sample
         "sampler": {**sampler.state_dict(), "iteration": done},
         "replicas": replicas,
         "data": data,
+        "logger": window,
     }
 
 
@@ -314,11 +356,12 @@ def load_method_state(method, state: dict) -> None:
 class _Logger:
     """Rank 0's outputs: progress bar, log.jsonl (mean losses per `log_every` window), TensorBoard scalars."""
 
-    def __init__(self, out: Path, start: int, t, show: bool, enabled: bool, keys=()):
+    def __init__(self, out: Path, start: int, t, show: bool, enabled: bool, keys=(), window: dict | None = None):
         self.enabled, self.t, self.history, self.keys = enabled, t, [], tuple(keys)
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}  # a value a stage does not log is averaged over the iterations that do
-        self.n = 0
+        window = window or {}  # a resumed run continues the checkpoint's half-filled averaging window
+        self.sums: dict[str, float] = dict(window.get("sums", {}))
+        self.counts: dict[str, int] = dict(window.get("counts", {}))  # a value a stage does not log is averaged
+        self.n = int(window.get("n", 0))  # over the iterations that do
         self.tick = time.perf_counter()
         self.tb = self.bar = None
         if not enabled:
@@ -363,6 +406,10 @@ class _Logger:
         if self.bar is not None:
             shown = [k for k in self.keys if k in entry] or [k for k in logs][:3]
             self.bar.update(self.task, info=" ".join(f"{k} {entry[k]:.3f}" for k in shown))
+
+    def window(self) -> dict:
+        """The losses summed since the last log line: a checkpoint between two log lines keeps them."""
+        return {"sums": dict(self.sums), "counts": dict(self.counts), "n": self.n}
 
     def close(self) -> None:
         if not self.enabled:

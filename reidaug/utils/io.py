@@ -35,9 +35,11 @@ def atomic_path(path: str | Path):
         yield Path(tmp)
         _public(tmp, 0o666)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno:  # a failed write(): name the file
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 

@@ -15,7 +15,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # messages are never wrapped: a log line stays one line
 
 
 class RateColumn(ProgressColumn):
