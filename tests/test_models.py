@@ -215,7 +215,7 @@ def test_apatb_fuse_add_needs_matching_width():
 
 # -- registry and configs ----------------------------------------------------------------------------------------
 def test_registry_unknown_method_lists_choices():
-    with pytest.raises(ReidaugError, match=r"unknown method 'pg2'; choose from .*apatn, patn"):
+    with pytest.raises(ReidaugError, match=r"unknown method 'pg2'; choose from .*\bapatn, .*\bpatn\b"):
         registry.get("pg2")
     assert registry.get("patn").model_schema is PATNConfig
     assert registry.get("apatn").loss_schema is FamilyLossConfig

@@ -38,12 +38,13 @@ def conv_bias(norm: str) -> bool:
     return norm in ("instance", "none")
 
 
-def activation(kind: str = "relu", slope: float = 0.2) -> nn.Module:
-    """ReLU (reference code) or LeakyReLU(slope) (the papers' discriminator wording)."""
+def activation(kind: str = "relu", slope: float = 0.2, inplace: bool = True) -> nn.Module:
+    """ReLU (reference code) or LeakyReLU(slope) (the papers' discriminator wording); `inplace=False` where the
+    input is also used elsewhere (pre-activation residual blocks)."""
     if kind == "relu":
-        return nn.ReLU(inplace=True)
+        return nn.ReLU(inplace=inplace)
     if kind == "lrelu":
-        return nn.LeakyReLU(slope, inplace=True)
+        return nn.LeakyReLU(slope, inplace=inplace)
     raise ReidaugError(f"unknown activation {kind!r}; choose from {', '.join(ACTIVATIONS)}")
 
 
@@ -194,13 +195,21 @@ def conv1x1(in_ch: int, out_ch: int, bias: bool = True) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, 1, bias=bias)
 
 
+INITS = ("normal", "orthogonal")
+
+
 @torch.no_grad()
-def init_weights(module: nn.Module, std: float = 0.02) -> nn.Module:
+def init_weights(module: nn.Module, std: float = 0.02, kind: str = "normal") -> nn.Module:
     """Generator init (notes 2.6): conv / transposed-conv weights ~ N(0, std), BN weight ~ N(1, std), BN bias 0;
-    conv biases keep PyTorch's default. Discriminators are left at the default init."""
+    conv biases keep PyTorch's default. Discriminators are left at the default init. `kind="orthogonal"`:
+    orthogonal conv weights with gain `std` instead (GFLA, notes 8.2)."""
+    check_choice("init kind", kind, INITS)
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, 0.0, std)
+            if kind == "orthogonal":
+                nn.init.orthogonal_(m.weight, gain=std)
+            else:
+                nn.init.normal_(m.weight, 0.0, std)
         elif isinstance(m, nn.BatchNorm2d) and m.affine:
             nn.init.normal_(m.weight, 1.0, std)
             nn.init.zeros_(m.bias)

@@ -1,16 +1,20 @@
-"""Discriminators and their factory: the PATN-family ResNet discriminator (architecture notes 2.4) and a
-PatchGAN, each with optional spectral normalisation. All return logits (the sigmoid is the loss's).
+"""Discriminators and their factory: the PATN-family ResNet discriminator (architecture notes 2.4), a
+PatchGAN and GFLA's residual down-sampling discriminator (notes 8.2), each with optional spectral normalisation.
+All return logits (the sigmoid is the loss's).
 
 ResNet (reference code): encoder stem (RP(3) conv 7x7, two stride-2 convs, N, ReLU), three residual blocks with
 Dropout(0.5), and no final 1-channel conv (a 256@32x16 logit map). The paper's LeakyReLU(0.2) and a final 1x1
 conv are flags. PatchGAN (pix2pix): 4x4 convolutions, stride 2 `n_downsampling` times, LeakyReLU(0.2), one
-logit per overlapping patch.
+logit per overlapping patch. Residual (GFLA): `n_downsampling` residual down blocks, then act and a 1x1 conv to
+one logit per position.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from reidaug.models.blocks import (
@@ -18,23 +22,25 @@ from reidaug.models.blocks import (
     NORMS,
     Encoder,
     ResidualBlock,
+    activation,
     check_choice,
     conv_bias,
     norm_layer,
 )
 
-KINDS = ("resnet", "patch")
+KINDS = ("resnet", "patch", "residual")
 
 
 @dataclass
 class DiscriminatorConfig:
-    kind: str = "resnet"  # resnet (PATN family) | patch (PatchGAN)
+    kind: str = "resnet"  # resnet (PATN family) | patch (PatchGAN) | residual (GFLA's residual down blocks)
     ndf: int = 64
     n_downsampling: int = 2
     n_blocks: int = 3
     norm: str = "same"  # "same": the generator's norm (the code's single --norm), or one of blocks.NORMS
     dropout: float = 0.5  # inside the residual blocks (on by default in the code)
     activation: str = "relu"  # relu (code) | lrelu (paper: LeakyReLU 0.2 after every conv/norm)
+    slope: float = 0.2  # LeakyReLU slope (GFLA: 0.1)
     final_conv: bool = False  # 1x1 conv to a 1-channel logit map (not in the code)
     spectral_norm: bool = False  # spectral normalisation of every conv (GFLA)
 
@@ -58,6 +64,37 @@ class ResnetDiscriminator(nn.Sequential):
         super().__init__(*layers)
         self.out_channels = 1 if final_conv else c
 
+
+class ResidualDown(nn.Module):
+    """GFLA's residual down block (notes 8.2): act, conv 3x3, N, act, conv 4x4 s2, N; shortcut avg-pool 2, 1x1 conv."""
+
+    def __init__(self, in_ch: int, out_ch: int, norm: str, act: str, slope: float):
+        super().__init__()
+        bias = conv_bias(norm)
+        self.main = nn.Sequential(activation(act, slope, inplace=False), nn.Conv2d(in_ch, out_ch, 3, 1, 1, bias=bias),
+                                  norm_layer(norm, out_ch), activation(act, slope),
+                                  nn.Conv2d(out_ch, out_ch, 4, 2, 1, bias=bias), norm_layer(norm, out_ch))  # fmt: skip
+        self.shortcut = nn.Conv2d(in_ch, out_ch, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x) + self.shortcut(F.avg_pool2d(x, 2))
+
+
+class ResidualDiscriminator(nn.Sequential):
+    """Unconditional GFLA discriminator: residual down blocks ndf, 2 ndf, ... (`n_down` of them), act, 1x1 conv:
+    (B, in_ch, 128, 64) -> (B, 1, 16, 8) logits for n_down 3."""
+
+    def __init__(self, in_ch: int, ndf: int = 32, n_down: int = 3, norm: str = "none", act: str = "lrelu",
+                 slope: float = 0.1):  # fmt: skip
+        layers, c = [], in_ch
+        for i in range(n_down):
+            layers.append(ResidualDown(c, ndf * 2**i, norm, act, slope))
+            c = ndf * 2**i
+        layers += [activation(act, slope), nn.Conv2d(c, 1, 1)]
+        super().__init__(*layers)
+        self.out_channels = 1
+
+
 class PatchDiscriminator(nn.Sequential):
     """PatchGAN: conv 4x4 s2 -> LReLU, `n_down - 1` x [conv 4x4 s2, N, LReLU], conv 4x4 s1, N, LReLU,
     conv 4x4 s1 -> 1 logit per patch. (B, in_ch, 128, 64) -> (B, 1, 14, 6) for n_down 3."""
@@ -80,6 +117,8 @@ def build_discriminator(in_ch: int, cfg: DiscriminatorConfig, generator_norm: st
     norm = generator_norm if cfg.norm == "same" else cfg.norm
     if cfg.kind == "patch":
         d = PatchDiscriminator(in_ch, cfg.ndf, cfg.n_downsampling, norm)
+    elif cfg.kind == "residual":
+        d = ResidualDiscriminator(in_ch, cfg.ndf, cfg.n_downsampling, norm, cfg.activation, cfg.slope)
     else:
         d = ResnetDiscriminator(in_ch, cfg.ndf, cfg.n_downsampling, cfg.n_blocks, norm, cfg.dropout,
                                 cfg.activation, cfg.final_conv)  # fmt: skip

@@ -39,22 +39,28 @@ class GANLoss(nn.Module):
 class PerceptualLoss(nn.Module):
     """sum_l w_l * mean |phi_l(fake) - phi_l(real)| over VGG-19 layers l (L1, or L2), plus, with `style_layers`,
     sum_l mean |G(phi_l(fake)) - G(phi_l(real))| of Gram matrices (notes 8.2). The PATN family uses relu1_2
-    alone (Eq. 10). Target features are computed without gradients; the VGG is frozen and stays in eval mode."""
+    alone (Eq. 10). Target features are computed without gradients; the VGG is frozen and stays in eval mode.
+    `extra_layers`: more layers `self.vgg` returns for other losses on the same features (sampling correctness);
+    `compare` scores features computed once for several losses."""
 
     def __init__(self, weights: str = "auto", distance: str = "l1", layers=("relu1_2",), layer_weights=None,
-                 style_layers=()):  # fmt: skip
+                 style_layers=(), extra_layers=()):  # fmt: skip
         super().__init__()
         check_choice("loss.perceptual_distance", distance, DISTANCES)
         self.distance, self.layers, self.style_layers = distance, tuple(layers), tuple(style_layers)
         self.layer_weights = tuple(layer_weights) if layer_weights is not None else (1.0,) * len(self.layers)
         if len(self.layer_weights) != len(self.layers):
             raise ReidaugError(f"{len(self.layers)} perceptual layers but {len(self.layer_weights)} weights")
-        self.vgg = VGG19Features(tuple(dict.fromkeys(self.layers + self.style_layers)), weights)
+        self.vgg = VGG19Features(tuple(dict.fromkeys(self.layers + self.style_layers + tuple(extra_layers))), weights)
 
     def forward(self, fake: torch.Tensor, real: torch.Tensor, with_style: bool = False):
         f = self.vgg(fake)
         with torch.no_grad():
             r = self.vgg(real)
+        return self.compare(f, r, with_style)
+
+    def compare(self, f: dict, r: dict, with_style: bool = False):
+        """The content loss (and the style loss) of features `f` (fake) against `r` (real) from `self.vgg`."""
         content = sum(w * feature_distance(f[k], r[k], self.distance) for k, w in zip(self.layers, self.layer_weights))
         if not with_style:
             return content

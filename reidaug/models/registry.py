@@ -19,6 +19,7 @@ BUILTIN = {
     "xinggan": "reidaug.models.xinggan",
     "xingganpp": "reidaug.models.xinggan",
     "twostream": "reidaug.models.twostream",
+    "attnflow": "reidaug.models.attnflow",
 }
 
 
