@@ -5,7 +5,9 @@ when its run folder is complete), then measure on 500 seeded test pairs of unsee
 generated images and of "copy the source" (benchmarks/ssim_vs_copy.py), the training wall time and iterations/s
 of the demo run (from its log.jsonl), generated images/s at the demo size (model only, CPU, batch 50), and the
 generator parameters at the demo size and at full size. Prints one JSON object per method and writes the last
-sample grid to OUT/<method>.jpg.
+sample grid to OUT/<method>.jpg. A method whose generator fuses any number of sources (multisource) trains on
+M-source tuples of the training annotations (its model.num_sources; same images and identity distribution as
+the pairs) and is scored once per M of `--sources` (default 1, 2, 5): one JSON object each.
 
   python benchmarks/compare_methods.py --data demo-out/synth --pairs demo-out/pairs.csv --runs runs/compare
 """
@@ -57,6 +59,7 @@ def main() -> int:
     ap.add_argument("--runs", default=Path("runs/compare"), type=Path)
     ap.add_argument("--out", default=ROOT / "docs" / "methods", type=Path)
     ap.add_argument("--methods", default=",".join(registry.names()))
+    ap.add_argument("--sources", default="1,2,5", help="M values a variable-source generator is scored at")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.methods.split(","):
@@ -64,27 +67,30 @@ def main() -> int:
         cfg = load_method_config(name, config, ["train.tensorboard=false"])
         run = args.runs / name
         latest = run / "checkpoints" / "latest.pt"
+        multi = registry.num_sources(cfg.model) > 1  # trains on tuples made from the training annotations
         t0 = time.time()
         if not (latest.is_file() and load_checkpoint(latest)["iteration"] >= cfg.train.iterations):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                train(cfg, args.data, run, pairs=args.pairs, device="cpu", overwrite=True, show_progress=False)
+                train(cfg, args.data, run, pairs=None if multi else args.pairs, device="cpu", overwrite=True,
+                      show_progress=False)  # fmt: skip
         wall = time.time() - t0
         log = [json.loads(ln) for ln in (run / "log.jsonl").read_text().splitlines()]
         finite = all(all(v == v and abs(v) != float("inf") for v in r.values()) for r in log)
         with torch.device("meta"):
             full = count_parameters(registry.get(name).generator(registry.get(name).model_schema()))
             demo = count_parameters(registry.get(name).generator(cfg.model))
-        result = {**evaluate(latest, args.data), "train_seconds": round(wall, 1),
-                  "train_it_per_s": round(sum(r["it_per_s"] for r in log) / len(log), 3), "finite_losses": finite,
-                  "generate_img_per_s": round(generate_speed(latest), 1), "parameters_demo": demo,
-                  "parameters_full": full}  # fmt: skip
+        extra = {"train_seconds": round(wall, 1), "train_it_per_s": round(sum(r["it_per_s"] for r in log) / len(log), 3),
+                 "finite_losses": finite, "generate_img_per_s": round(generate_speed(latest), 1),
+                 "parameters_demo": demo, "parameters_full": full}  # fmt: skip
+        variable = registry.get(name).generator.variable_sources
+        for m in [int(v) for v in args.sources.split(",")] if variable else [1]:
+            print(json.dumps({**evaluate(latest, args.data, sources=m), **extra}), flush=True)
         grids = sorted((run / "samples").glob("iter_*.png"))
         if grids:  # a JPEG copy of the last grid (small enough for docs/)
             from reidaug.data.images import read_image, write_image
 
             write_image(args.out / f"{name}.jpg", read_image(grids[-1]), 90)
-        print(json.dumps(result), flush=True)
     return 0
 
 

@@ -99,6 +99,16 @@ def jobs_from_pairs(pairs: pd.DataFrame, start: int = 0, num_sources: int = 1) -
     return jobs
 
 
+def check_sources(generator, m: int, method: str) -> None:
+    """`--sources M`: at least 1, and a number of sources the generator takes (any M only for a generator that
+    fuses a variable number of sources; the others take exactly their own M)."""
+    if m < 1:
+        raise ReidaugError(f"--sources must be at least 1, got {m}")
+    if not generator.accepts_sources(m):
+        raise ReidaugError(f"--sources {m}: the {method} generator takes exactly {generator.num_sources} source "
+                           f"image{'s' if generator.num_sources > 1 else ''} per generated image")  # fmt: skip
+
+
 def check_jobs(jobs: pd.DataFrame, paths: dict[str, str], ann: Annotations) -> None:
     """Every problem of a job table as one error line, before anything is generated."""
     from reidaug.data.samples import check_names
@@ -260,7 +270,7 @@ def generate(checkpoint: str | Path, pairs: str | Path | pd.DataFrame, data_root
     Everything is validated (checkpoint method, image names, keypoints) before anything is written.
     """
     from reidaug.data.keypoints import read_annotations
-    from reidaug.data.pairs import read_pairs, source_names
+    from reidaug.data.pairs import read_pairs, source_columns, source_names
     from reidaug.data.samples import check_names, image_index, merge_annotations
     from reidaug.models.checkpoint import check_method, load_checkpoint, resolve_checkpoint
     from reidaug.utils.io import file_sha256
@@ -270,8 +280,14 @@ def generate(checkpoint: str | Path, pairs: str | Path | pd.DataFrame, data_root
     ckpt = load_checkpoint(ckpt_path)
     check_method(ckpt, method_name, ckpt_path)
     generator, _ = load_generator(ckpt_path, ckpt=ckpt)
-    m = cfg.sources or generator.num_sources
+    m = generator.num_sources if cfg.sources is None else cfg.sources
+    check_sources(generator, m, ckpt["method"])
     df = pairs if isinstance(pairs, pd.DataFrame) else read_pairs(pairs)
+    k = len(source_columns(df))
+    if k < m:
+        where = "the pairs table" if isinstance(pairs, pd.DataFrame) else str(pairs)
+        raise ReidaugError(f"{m} sources per image need a tuples file with at least {m} source columns (from_0 ... "
+                           f"from_{m - 1}); {where} has {k}" + (f" (or pass --sources {k})" if generator.accepts_sources(k) else ""))  # fmt: skip
     files = annotations if annotations else default_annotation_files(data_root)
     files = [files] if isinstance(files, str | Path) else list(files)
     ann = merge_annotations([read_annotations(f) for f in files])

@@ -124,7 +124,7 @@ def test_generate_and_augment_build_no_discriminator_and_no_vgg(root, tmp_path, 
     assert r.generated == r.removed > 0
     code, _, err = run_cli("generate", "--checkpoint", tmp_path / "run", "--pairs", pairs, "--data", root, "--out",
                            tmp_path / "gen2", "--device", "cpu", "--set", "sources=2")  # fmt: skip
-    assert code == 2 and "the method takes 2 sources per target; the pairs table has 1" in err, err
+    assert code == 2 and "--sources 2: the patn generator takes exactly 1 source image" in err, err
 
 
 @pytest.mark.parametrize("stages, match", [

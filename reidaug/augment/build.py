@@ -210,7 +210,7 @@ def augment(data_root: str | Path, out: str | Path, checkpoint: str | Path | Non
     Without `checkpoint`, and with `generator_trained_on='reduced'`, a generator (`method`, its config and
     overrides) is first trained on the pairs of M_p^R alone into OUT/generator (resumed on a rerun).
     """
-    from reidaug.generate import generate_images, job_source_columns
+    from reidaug.generate import check_sources, generate_images, job_source_columns
     from reidaug.models.checkpoint import load_generator
 
     cfg = cfg or AugmentConfig()
@@ -226,16 +226,21 @@ def augment(data_root: str | Path, out: str | Path, checkpoint: str | Path | Non
     if checkpoint is None and cfg.generator_trained_on != "reduced":
         raise ReidaugError("--checkpoint is required (or --generator-trained-on reduced to train one on M_p^R)")
     if checkpoint is None:  # the generator is trained here, on M_p^R: claim the folder first
+        if cfg.generate.sources is not None:  # checked before training it
+            check_sources(_method_generator(method, method_config, method_overrides), cfg.generate.sources, method)
         _claim(out, _settings(cfg, data_root, {"method": method, "trained_on": "reduced"}), overwrite)
         checkpoint = train_on_reduced(data_root, ann_path, ann, kept_names, out / "generator", method,
                                       method_config, method_overrides, device, show_progress)  # fmt: skip
         ckpt_path, ckpt = _load(checkpoint, kept_names, cfg)
+        generator, _ = load_generator(ckpt_path, ckpt=ckpt)
     else:
         ckpt_path, ckpt = _load(checkpoint, kept_names, cfg)
+        generator, _ = load_generator(ckpt_path, ckpt=ckpt)
+        if cfg.generate.sources is not None:
+            check_sources(generator, cfg.generate.sources, ckpt["method"])
         _claim(out, _settings(cfg, data_root, _generator_meta(ckpt_path, ckpt, cfg)), overwrite)
     meta = _generator_meta(ckpt_path, ckpt, cfg)
-    generator, _ = load_generator(ckpt_path, ckpt=ckpt)
-    m = cfg.generate.sources or generator.num_sources
+    m = generator.num_sources if cfg.generate.sources is None else cfg.generate.sources
     jobs = plan_jobs(train, kept, ann, cfg, m)
     src_cols = job_source_columns(m)
 
@@ -262,6 +267,18 @@ def augment(data_root: str | Path, out: str | Path, checkpoint: str | Path | Non
                "augmented_train_images": len(kept_files) + len(jobs)}  # fmt: skip
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return AugmentResult(out, int(kept.sum()), int((~kept).sum()), len(jobs), fallbacks, reduced, augmented)
+
+
+def _method_generator(method: str, method_config, overrides):
+    """The generator `method` would train, built on the meta device (no memory): what it accepts, before training."""
+    import torch
+
+    from reidaug.models import registry
+    from reidaug.train.config import load_method_config
+
+    mcfg = load_method_config(method, method_config, list(overrides))
+    with torch.device("meta"):
+        return registry.get(method).generator(mcfg.model)
 
 
 def _load(checkpoint, kept_names: set[str], cfg: AugmentConfig):

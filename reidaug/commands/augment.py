@@ -25,6 +25,10 @@ def command(
     method_config: str | None = typer.Option(None, "--method-config", help="Its config (default configs/methods/)."),
     method_set: list[str] = typer.Option([], "--method-set", help="Overrides of the method config. Repeatable."),
     annotations: Path | None = typer.Option(None, "--annotations", "-a", help="Default ROOT/annotations/train.csv."),
+    sources: int | None = typer.Option(
+        None, "--sources", help="Up to M kept images of the identity per generated image (a generator that fuses "
+        "any number of sources; default: the M it was trained with). All are listed in the manifest."
+    ),
     config: str | None = ConfigOpt,
     set_: list[str] = SetOpt,
     seed: int | None = SeedOpt,
@@ -52,6 +56,8 @@ def command(
                        ("generator_trained_on", trained_on), ("seed", seed)):  # fmt: skip
         if value is not None:
             overrides.append(f"{key}={value}")
+    if sources is not None:
+        overrides.append(f"generate.sources={sources}")
     cfg = load_config(AugmentConfig, config or "augment/default", overrides)
     r = augment(data, out, checkpoint, cfg, annotations=annotations, method=method, method_config=method_config,
                 method_overrides=method_set, device=device, overwrite=overwrite, show_progress=not no_progress,

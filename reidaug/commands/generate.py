@@ -21,6 +21,10 @@ def command(
     config: str | None = ConfigOpt,
     set_: list[str] = SetOpt,
     batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Images per forward pass."),
+    sources: int | None = typer.Option(
+        None, "--sources", help="M source images per generated image: the first M of a tuples file (a generator "
+        "that fuses any number of sources; default: the M it was trained with)."
+    ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
     seed: int | None = SeedOpt,
     overwrite: bool = OverwriteOpt,
@@ -41,6 +45,8 @@ def command(
         overrides.append(f"batch_size={batch_size}")
     if seed is not None:
         overrides.append(f"seed={seed}")
+    if sources is not None:
+        overrides.append(f"sources={sources}")
     cfg = load_config(GenerateConfig, config or "generate", overrides)
     r = generate(checkpoint, pairs, data, out, annotations=annotations or None, method_name=method, cfg=cfg,
                  device=device, overwrite=overwrite, show_progress=not no_progress)  # fmt: skip

@@ -227,6 +227,27 @@ def make_tuples(ann: Annotations, k: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=tuple_columns(k)).astype(str) if rows else pd.DataFrame(columns=tuple_columns(k))
 
 
+def tuples_from_pairs(pairs: pd.DataFrame, ann: Annotations, k: int, seed: int = 0) -> pd.DataFrame:
+    """The pairs (`from`, `to`) as k-source tuples: from_0 = `from`, the k - 1 others drawn from the valid images
+    of its identity other than `from` and `to` (without replacement while they last, then repeated; `from` itself
+    when there is no other). k = 1 gives the pairs back. Seeded."""
+    if k < 1:
+        raise ReidaugError(f"a tuple needs at least one source, got {k}")
+    names = np.array(ann.names, dtype=object)
+    valid = names[valid_images(ann)]
+    by_id: dict[str, list[str]] = {}
+    for n, pid in zip(valid, identity_of(valid)):
+        by_id.setdefault(pid, []).append(n)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for frm, to in zip(pairs["from"], pairs["to"]):
+        pool = [n for n in by_id.get(frm.split("_", 1)[0], []) if n not in (frm, to)]
+        picks = list(rng.choice(pool, size=min(k - 1, len(pool)), replace=False)) if pool and k > 1 else []
+        extra = list(rng.choice(picks or [frm], size=k - 1 - len(picks))) if k - 1 > len(picks) else []
+        rows.append([frm, *picks, *extra, to])
+    return pd.DataFrame(rows, columns=tuple_columns(k)).astype(str)
+
+
 def write_tuples(path: str | Path, df: pd.DataFrame) -> None:
     """Write a tuples CSV atomically (its columns as `tuple_columns`)."""
     from reidaug.utils.io import atomic_write_text

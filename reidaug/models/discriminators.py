@@ -1,12 +1,14 @@
 """Discriminators and their factory: the PATN-family ResNet discriminator (architecture notes 2.4), a
-PatchGAN and GFLA's residual down-sampling discriminator (notes 8.2), each with optional spectral normalisation.
+PatchGAN, GFLA's residual down-sampling discriminator (notes 8.2) and the Deformable GAN / multi-source PatchGAN
+(notes 9.4), each with optional spectral normalisation.
 All return logits (the sigmoid is the loss's).
 
 ResNet (reference code): encoder stem (RP(3) conv 7x7, two stride-2 convs, N, ReLU), three residual blocks with
 Dropout(0.5), and no final 1-channel conv (a 256@32x16 logit map). The paper's LeakyReLU(0.2) and a final 1x1
 conv are flags. PatchGAN (pix2pix): 4x4 convolutions, stride 2 `n_downsampling` times, LeakyReLU(0.2), one
 logit per overlapping patch. Residual (GFLA): `n_downsampling` residual down blocks, then act and a 1x1 conv to
-one logit per position.
+one logit per position. Deformable (the Keras conditional PatchGAN): a first "valid" 4x4 stride-2 conv, then
+[LeakyReLU(0.2), pad 1, conv 4x4 s2, N] blocks and a last stride-2 conv to one logit per patch (3x1 for 128x64).
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ from reidaug.models.blocks import (
     norm_layer,
 )
 
-KINDS = ("resnet", "patch", "residual")
+KINDS = ("resnet", "patch", "residual", "deformable")
 
 
 @dataclass
 class DiscriminatorConfig:
-    kind: str = "resnet"  # resnet (PATN family) | patch (PatchGAN) | residual (GFLA's residual down blocks)
+    kind: str = "resnet"  # resnet (PATN family) | patch (PatchGAN) | residual (GFLA) | deformable (Deformable GAN)
     ndf: int = 64
     n_downsampling: int = 2
     n_blocks: int = 3
@@ -112,6 +114,22 @@ class PatchDiscriminator(nn.Sequential):
         self.out_channels = 1
 
 
+class DeformableDiscriminator(nn.Sequential):
+    """conv 4x4 s2 "valid" -> ndf, `n_down` x [LReLU(0.2), pad 1, conv 4x4 s2 (channels doubling up to 8 ndf),
+    N], LReLU(0.2), pad 1, conv 4x4 s2 -> 1 logit per patch (notes 9.4): (B, in_ch, 128, 64) -> (B, 1, 3, 1)
+    for n_down 3."""
+
+    def __init__(self, in_ch: int, ndf: int = 64, n_down: int = 3, norm: str = "group1"):
+        layers, c = [nn.Conv2d(in_ch, ndf, 4, 2)], ndf
+        for i in range(1, n_down + 1):
+            nxt = ndf * min(2**i, 8)
+            layers += [nn.LeakyReLU(0.2), nn.Conv2d(c, nxt, 4, 2, 1, bias=conv_bias(norm)), norm_layer(norm, nxt)]
+            c = nxt
+        layers += [nn.LeakyReLU(0.2), nn.Conv2d(c, 1, 4, 2, 1)]
+        super().__init__(*layers)
+        self.out_channels = 1
+
+
 def build_discriminator(in_ch: int, cfg: DiscriminatorConfig, generator_norm: str) -> nn.Module:
     """The configured discriminator on `in_ch` input channels ("same" norm: the generator's)."""
     norm = generator_norm if cfg.norm == "same" else cfg.norm
@@ -119,6 +137,8 @@ def build_discriminator(in_ch: int, cfg: DiscriminatorConfig, generator_norm: st
         d = PatchDiscriminator(in_ch, cfg.ndf, cfg.n_downsampling, norm)
     elif cfg.kind == "residual":
         d = ResidualDiscriminator(in_ch, cfg.ndf, cfg.n_downsampling, norm, cfg.activation, cfg.slope)
+    elif cfg.kind == "deformable":
+        d = DeformableDiscriminator(in_ch, cfg.ndf, cfg.n_downsampling, norm)
     else:
         d = ResnetDiscriminator(in_ch, cfg.ndf, cfg.n_downsampling, cfg.n_blocks, norm, cfg.dropout,
                                 cfg.activation, cfg.final_conv)  # fmt: skip

@@ -5,7 +5,8 @@ In a method config:
   optim:   {generator: {lr: 2e-4, betas: [0.5, 0.999]}, discriminators: {...}}   one entry per named optimizer
   stages:  [{name: flow, until: 20000, train: [flow], loss: {lambda_flow: 20}}, {name: full}]
 A stage runs from the previous stage's `until` to its own (the last one to train.iterations); `train` lists the
-optimizers that step in it (empty: all) and `loss` overrides loss-config values while it runs. No stages: one
+optimizers that step in it (empty: all), `loss` overrides loss-config values while it runs and `sources` trains
+on the first k of each sample's M sources (a generator that takes any M: train at M = 2, fine-tune at M). No stages: one
 stage that trains everything with the loss config as it is. The learning-rate schedule (train.decay_start) is
 the run's, applied to every optimizer.
 """
@@ -43,6 +44,7 @@ class StageConfig:
     until: int | None = None  # iteration at which the stage ends (None: train.iterations)
     train: list[str] = field(default_factory=list)  # optimizers stepped in this stage (empty: all)
     loss: dict[str, float] = field(default_factory=dict)  # loss-config overrides while the stage runs
+    sources: int | None = None  # train on the first min(sources, M) sources of each sample (None: all M)
 
 
 def make_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:

@@ -20,6 +20,7 @@ BUILTIN = {
     "xingganpp": "reidaug.models.xinggan",
     "twostream": "reidaug.models.twostream",
     "attnflow": "reidaug.models.attnflow",
+    "multisource": "reidaug.models.multisource",
 }
 
 

@@ -136,6 +136,8 @@ def stage_spans(cfg) -> list[tuple[int, int, object, object]]:
         unknown = sorted(set(st.train) - set(cfg.optim))
         if unknown:
             raise ReidaugError(f"stage {st.name!r} trains unknown optimizers {unknown}; the method has {sorted(cfg.optim)}")
+        if st.sources is not None and st.sources < 1:
+            raise ReidaugError(f"stage {st.name!r}: sources must be at least 1, got {st.sources}")
         bad = sorted(set(st.loss) - loss_fields)
         if bad:
             raise ReidaugError(f"stage {st.name!r} overrides unknown loss settings {bad}")

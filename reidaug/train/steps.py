@@ -8,6 +8,7 @@ about mixed precision, loss scaling, DDP or stages.
   step.trains("discriminators")              whether the current stage trains that optimizer
   step.loss, step.stage, step.iteration      the loss config with the stage's overrides, the stage, the 0-based
                                              iteration
+The trainer hands the method the batch of the stage (`stage_batch`: its first `stage.sources` sources).
 """
 
 from __future__ import annotations
@@ -66,3 +67,11 @@ class Steps:
         self.scaler.scale(loss).backward(retain_graph=retain_graph)
         for n in names:
             self.scaler.step(self.optimizers[n])
+
+
+def stage_batch(batch: dict[str, torch.Tensor], stage) -> dict[str, torch.Tensor]:
+    """The batch a stage trains on: the first `stage.sources` of its M sources (all of them when unset or larger)."""
+    k = getattr(stage, "sources", None)
+    if k is None or k >= batch["src_img"].shape[1]:
+        return batch
+    return {**batch, "src_img": batch["src_img"][:, :k], "src_kp": batch["src_kp"][:, :k]}

@@ -37,7 +37,7 @@ from reidaug.train import ddp
 from reidaug.train.checkpoint import rng_state, save_checkpoint, set_rng_state
 from reidaug.train.config import lr_factor, stage_spans
 from reidaug.train.data import IterationSampler
-from reidaug.train.steps import Steps
+from reidaug.train.steps import Steps, stage_batch
 from reidaug.utils.io import atomic_write_text, check_output_dir
 from reidaug.utils.runtime import Amp, seed_all
 
@@ -127,6 +127,7 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
         seed_all(t.seed)
         dev = info.device
         method = registry.get(cfg.method).build(cfg.model, cfg.loss).to(dev)
+        check_stage_sources(method, spans, m)
         if info.enabled:
             seed_all(t.seed * 1009 + info.rank + 1)  # rank-specific dropout and pools (init is broadcast)
             if t.sync_bn and dev.type == "cuda":
@@ -182,7 +183,7 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
                 batch = to_device(next(batches), dev, channels_last)
                 lrs = {k: o.param_groups[0]["lr"] for k, o in optimizers.items()}
                 steps.begin(it)
-                logs = {k: float(v) for k, v in method.training_step(batch, steps).items()}
+                logs = {k: float(v) for k, v in method.training_step(stage_batch(batch, steps.stage), steps).items()}
                 scaler.update()
                 with warnings.catch_warnings():  # the schedule is the run's, also for an optimizer a stage idles
                     warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before")
@@ -216,6 +217,14 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
         return TrainResult(out, t.iterations, last_ckpt, logger.history, wrapped.method)
     finally:
         ddp.cleanup(info)
+
+
+def check_stage_sources(method, spans, m: int) -> None:
+    """A stage that trains on fewer sources than the model's M needs a generator that takes any M."""
+    for _, _, st, _ in spans:
+        k = min(st.sources or m, m)
+        if not method.generator.accepts_sources(k):
+            raise ReidaugError(f"stage {st.name!r} trains on {k} sources per target; the generator takes exactly {m}")
 
 
 RUN_FILES = {"config.yaml", "log.jsonl", "tb", "samples", "checkpoints"}
