@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,pose]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,pose,cluster]"
 	$(PY) -c "from reidaug.pose.mediapipe_backend import fetch_models; fetch_models()"
 	@# headless Chromium for the report's screenshot test (Debian's package; the test skips without it)
 	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \

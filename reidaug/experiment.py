@@ -2,10 +2,15 @@
 M_p^A (reidaug augment), trains and evaluates re-ID on each (reidaug reid-eval), and on the full real set for
 p = 1. Finished cells are skipped on a rerun; the report is rewritten from every finished cell.
 
+Executors (`cluster.executor`): `local` runs the cells one after the other in this process; `ray` runs one Ray
+task per cell on a cluster (reidaug.cluster). Both recognise a finished cell by its metrics.json.
+
 OUT/
   experiment.yaml                     the resolved config of the run
   augment/<generator>/p<p>_s<seed>/   augment's output (reduced/, augmented/, generated/, manifests)
   cells/<generator>_<backbone>_<loss>_p<p>_s<seed>/metrics.json + the re-ID run
+                                      (ray: also worker.json, where it ran, and cell.log, its output)
+  cells.csv                           every planned cell: done | failed | missing
   image_metrics/<generator>.json      reidaug metrics of the generator's first augmentation
   results.csv, table6.md, map_vs_portion.png, examples.png (first generator), examples_<generator>.png
 `reidaug report OUT` turns these into one HTML page.
@@ -23,9 +28,32 @@ from reidaug.augment.build import AugmentConfig, augment, kept_split, write_root
 from reidaug.config import load_config, to_yaml
 from reidaug.data.market import check_root
 from reidaug.errors import ReidaugError
-from reidaug.report import FULL, NONE, RESULT_COLUMNS, write_html_report, write_report
-from reidaug.utils.io import atomic_write_text, portable
+from reidaug.report import CELL_COLUMNS, FULL, NONE, RESULT_COLUMNS, write_html_report, write_report
+from reidaug.utils.io import atomic_path, atomic_write_text, portable
 from reidaug.utils.progress import console
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class Resources:
+    """What one Ray task reserves on a node (Ray's logical resources: the task may use more)."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    memory_gb: float = 0.0  # 0: no memory reservation
+
+
+@dataclass
+class ClusterConfig:
+    executor: str = "local"  # local: this process, one cell after the other | ray: one Ray task per cell
+    # ray: the head's host:port; null: RAY_ADDRESS, else the cluster started on this machine, else a new local one
+    address: str | None = None
+    retries: int = 2  # ray: new attempts of a failed task (crashed worker, lost node, exception), then 'failed'
+    cell: Resources = field(default_factory=Resources)  # one re-ID training and evaluation
+    augment: Resources = field(default_factory=Resources)  # one M_p^A (generation) and the image metrics
+    probe_timeout_s: float = 120.0  # every node must answer the shared-filesystem probe within this
+    status_every_s: float = 60.0  # a progress line this often when stderr is not a terminal (a log file)
 
 
 @dataclass
@@ -43,10 +71,48 @@ class ExperimentConfig:
     # network metrics without weights are skipped
     metrics: list[str] = field(default_factory=lambda: ["ssim", "ssim_255", "mask_ssim", "l1", "is", "fid", "lpips",
                                                         "pckh"])  # fmt: skip
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
 
-def _cell_name(gen: str, reid_cfg, p: float, seed: int) -> str:
-    return f"{gen}_{reid_cfg.backbone}_{reid_cfg.loss}_p{p:g}_s{seed}"
+@dataclass(frozen=True)
+class Source:
+    """The training set a group of cells shares: the full real set, M_p^R ('none') or a generator's M_p^A."""
+
+    generator: str
+    portion: float
+    seed: int
+
+    @property
+    def folder(self) -> str:
+        """Its augment folder, relative to the experiment folder ('' for the full real set)."""
+        return "" if self.generator == FULL else f"augment/{self.generator}/p{self.portion:g}_s{self.seed}"
+
+
+@dataclass
+class Cell:
+    """One re-ID training and evaluation: a training set and a re-ID config (its seed shifted by the cell's)."""
+
+    source: Source
+    reid: object  # ReidConfig
+
+    @property
+    def name(self) -> str:
+        s = self.source
+        return f"{s.generator}_{self.reid.backbone}_{self.reid.loss}_p{s.portion:g}_s{s.seed}"
+
+    def folder(self, out: Path) -> Path:
+        return out / "cells" / self.name
+
+    def done(self, out: Path) -> bool:
+        return (self.folder(out) / "metrics.json").is_file()
+
+
+class CellsFailed(RuntimeError):
+    """Cells that still failed after their retries; the report was written from the others (and marks them)."""
+
+    def __init__(self, failed: dict[str, str], paths: dict[str, Path]):
+        super().__init__(f"{len(failed)} cell(s) failed: " + ", ".join(failed))
+        self.failed, self.paths = failed, paths
 
 
 def reduced_root(data: Path, out: Path, acfg: AugmentConfig) -> Path:
@@ -56,11 +122,11 @@ def reduced_root(data: Path, out: Path, acfg: AugmentConfig) -> Path:
     return write_root(out, data, files)
 
 
-def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> dict[str, Path]:
+def check_experiment(cfg: ExperimentConfig) -> list:
+    """Refuse a bad config before anything runs; returns the re-ID configs."""
     from reidaug.reid.config import ReidConfig
-    from reidaug.reid.run import reid_eval
 
-    data, out = Path(cfg.data), Path(cfg.out)
+    data = Path(cfg.data)
     if not data.is_dir():
         raise ReidaugError(f"experiment data {data} is not a folder (set data: in the config or --data)")
     check_root(data, ("train",))
@@ -71,46 +137,122 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> dict
             raise ReidaugError(f"checkpoint of generator {label!r} not found: {ckpt}")
     if any(not 0 < p <= 1 for p in cfg.portions):
         raise ReidaugError(f"portions must be in (0, 1]: {cfg.portions}")
-    reid_cfgs = [(name, load_config(ReidConfig, name, cfg.reid_overrides)) for name in cfg.reid]
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "experiment.yaml", to_yaml(cfg))
+    c = cfg.cluster
+    if c.executor not in EXECUTORS:
+        raise ReidaugError(f"executor must be one of {', '.join(EXECUTORS)}, got {c.executor!r}")
+    if c.retries < 0:
+        raise ReidaugError(f"cluster.retries must be >= 0, got {c.retries}")
+    for what, r in (("cell", c.cell), ("augment", c.augment)):
+        if min(r.num_cpus, r.num_gpus, r.memory_gb) < 0:
+            raise ReidaugError(f"cluster.{what} resources must be >= 0")
+    return [load_config(ReidConfig, name, cfg.reid_overrides) for name in cfg.reid]
 
-    def cell(gen: str, root: Path, rcfg, p: float, seed: int) -> None:
-        d = out / "cells" / _cell_name(gen, rcfg, p, seed)
-        if (d / "metrics.json").is_file():
-            return
-        console.print(f"[bold]cell[/] {d.name}")
-        d.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(d / "cell.json", json.dumps({"generator": gen, "portion": p, "seed": seed,
-                                                       "root": portable(root, out)}) + "\n")  # fmt: skip
-        reid_eval(root, replace(rcfg, seed=rcfg.seed + seed), d / "metrics.json", run_dir=d / "run",
-                  overwrite=True, show_progress=show_progress)  # fmt: skip
 
+def plan(cfg: ExperimentConfig, reid_cfgs: list) -> list[Cell]:
+    """Every cell of the sweep, in the order the local executor runs them (seed, portion, generator)."""
+    cells = []
     for seed in cfg.seeds:
         for p in sorted(cfg.portions):
-            if p == 1.0:
-                for _, rcfg in reid_cfgs:
-                    cell(FULL, data, rcfg, p, seed)
-                continue
-            acfg = replace(cfg.augment, portion=p, seed=seed)
-            roots = {NONE: reduced_root(data, out / "augment" / NONE / f"p{p:g}_s{seed}", acfg)}
-            for label, ckpt in cfg.generators.items():
-                r = augment(data, out / "augment" / label / f"p{p:g}_s{seed}", ckpt, acfg, device=cfg.device,
-                            show_progress=show_progress)  # fmt: skip
-                roots[label] = r.augmented_root
-            for gen, root in roots.items():
-                for _, rcfg in reid_cfgs:
-                    cell(gen, root, rcfg, p, seed)
+            gens = [FULL] if p == 1.0 else [NONE, *cfg.generators]
+            cells += [Cell(Source(g, p, seed), r) for g in gens for r in reid_cfgs]
+    return cells
 
+
+def build_source(src: Source, cfg: ExperimentConfig, data: Path, out: Path, show_progress: bool = True) -> Path:
+    """The Market root of a training set: the real one, M_p^R (links) or M_p^A (a generation by augment)."""
+    if src.generator == FULL:
+        return data
+    acfg = replace(cfg.augment, portion=src.portion, seed=src.seed)
+    if src.generator == NONE:
+        return reduced_root(data, out / src.folder, acfg)
+    r = augment(data, out / src.folder, cfg.generators[src.generator], acfg, device=cfg.device,
+                show_progress=show_progress)  # fmt: skip
+    return r.augmented_root
+
+
+def run_cell(cell: Cell, root: Path, out: Path, show_progress: bool = True) -> Path:
+    """Train and evaluate the cell's re-ID model on `root`; its metrics.json marks it finished."""
+    from reidaug.reid.run import reid_eval
+
+    d = cell.folder(out)
+    d.mkdir(parents=True, exist_ok=True)
+    s = cell.source
+    atomic_write_text(d / "cell.json", json.dumps({"generator": s.generator, "portion": s.portion, "seed": s.seed,
+                                                   "root": portable(root, out)}) + "\n")  # fmt: skip
+    reid_eval(root, replace(cell.reid, seed=cell.reid.seed + s.seed), d / "metrics.json", run_dir=d / "run",
+              overwrite=True, show_progress=show_progress)  # fmt: skip
+    return d / "metrics.json"
+
+
+def run_local(cfg: ExperimentConfig, cells: list[Cell], data: Path, out: Path, show_progress: bool) -> None:
+    """The cells one after the other in this process, each training set built when its first cell needs it."""
+    roots: dict[Source, Path] = {}
+    for cell in cells:
+        if cell.done(out):
+            continue
+        if cell.source not in roots:
+            roots[cell.source] = build_source(cell.source, cfg, data, out, show_progress)
+        console.print(f"[bold]cell[/] {cell.name}")
+        run_cell(cell, roots[cell.source], out, show_progress)
+
+
+def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> dict[str, Path]:
+    """Run the sweep with `cfg.cluster.executor` and write the report. Raises CellsFailed (after writing the
+    report of the finished cells) when cells failed on Ray after their retries."""
+    reid_cfgs = check_experiment(cfg)
+    data, out = Path(cfg.data), Path(cfg.out)
+    cells = plan(cfg, reid_cfgs)
+    failed: dict[str, str] = {}
+    if cfg.cluster.executor == "ray":
+        from reidaug.cluster import ray_cluster
+
+        with ray_cluster(cfg, reid_cfgs, data, out) as run_on_ray:  # refuses an OUT the workers cannot see
+            atomic_write_text(out / "experiment.yaml", to_yaml(cfg))
+            failed = run_on_ray(cells, show_progress=show_progress)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "experiment.yaml", to_yaml(cfg))
+        run_local(cfg, cells, data, out, show_progress)
+    paths = finish(cfg, cells, data, out, failed, metrics=cfg.cluster.executor == "local",
+                   show_progress=show_progress)  # fmt: skip
+    if failed:
+        raise CellsFailed(failed, paths)
+    return paths
+
+
+def cell_status(cells: list[Cell], out: Path, failed: dict[str, str]) -> pd.DataFrame:
+    """One row per planned cell: done (metrics.json), failed (with the reason) or missing (not run)."""
+    rows = []
+    for c in cells:
+        status = "done" if c.done(out) else "failed" if c.name in failed else "missing"
+        s = c.source
+        rows.append({"cell": c.name, "generator": s.generator, "backbone": c.reid.backbone, "loss": c.reid.loss,
+                     "portion": s.portion, "seed": s.seed, "status": status, "reason": failed.get(c.name, "")})  # fmt: skip
+    return pd.DataFrame(rows, columns=CELL_COLUMNS)
+
+
+def finish(cfg: ExperimentConfig, cells: list[Cell], data: Path, out: Path, failed: dict[str, str], *,
+           metrics: bool = True, show_progress: bool = True) -> dict[str, Path]:  # fmt: skip
+    """cells.csv, the report files from every finished cell, sample grids and (with `metrics`, else only those
+    already computed) the image metrics of each generator."""
+    status = cell_status(cells, out, failed)
+    with atomic_path(out / "cells.csv") as tmp:
+        status.to_csv(tmp, index=False, lineterminator="\n")
+    if not (status.status == "done").any():
+        return {"cells": out / "cells.csv"}
     results = collect(out)
-    paths = write_report(results, out)
+    paths = {**write_report(results, out, planned=status), "cells": out / "cells.csv"}
     for i, label in enumerate(cfg.generators):
         examples = write_examples(out, data, label, "examples.png" if i == 0 else f"examples_{label}.png")
         if examples is not None:
             paths["examples" if i == 0 else f"examples_{label}"] = examples
     if cfg.metrics:
         for label in cfg.generators:
-            paths[f"metrics_{label}"] = image_metrics(out, data, label, cfg, show_progress)
+            path = out / "image_metrics" / f"{label}.json"
+            if metrics:
+                path = image_metrics(out, data, label, cfg, show_progress)
+            if path.is_file():
+                paths[f"metrics_{label}"] = path
     paths["report"] = write_html_report(out)
     return paths
 

@@ -12,6 +12,8 @@ from reidaug.utils.io import atomic_path, atomic_write_text
 RESULT_COLUMNS = ["generator", "backbone", "loss", "portion", "seed", "mAP", "rank1", "rank5", "rank10", "n_train"]
 FULL = "full"  # the generator label of the full real training set (p = 1.0, the upper bound)
 NONE = "none"  # the reduced set M_p^R without generated images (the lower bound)
+CELL_COLUMNS = ["cell", "generator", "backbone", "loss", "portion", "seed", "status", "reason"]  # cells.csv
+MISSING = "missing"  # a table cell whose experiment cells all failed or did not run
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
@@ -28,33 +30,49 @@ def _cell(mean: float, std: float, seeds: int) -> str:
     return f"{mean:.1f}" if seeds < 2 else f"{mean:.1f} ± {std:.1f}"
 
 
-def table6_markdown(results: pd.DataFrame) -> str:
+def table6_markdown(results: pd.DataFrame, planned: pd.DataFrame | None = None) -> str:
     """Rows = (generator, backbone/loss), columns = portions; each cell 'mAP / Rank-1' (mean ± sd over seeds).
 
-    The full real set fills the p = 1.0 column of every row, as in the paper.
+    The full real set fills the p = 1.0 column of every row, as in the paper. With `planned` (CELL_COLUMNS: every
+    cell the experiment planned), a table cell with no finished seed reads 'missing' and one with fewer finished
+    seeds than planned says how many.
     """
     s = summarize(results)
-    portions = sorted(s["portion"].unique())
+    planned = planned if planned is not None else pd.DataFrame(columns=CELL_COLUMNS)
+    expected = planned.groupby(["generator", "backbone", "loss", "portion"]).seed.nunique()
+    portions = sorted(set(s["portion"]) | set(planned["portion"]))
     full = s[s["generator"] == FULL]
     rows = s[s["generator"] != FULL]
     header = "| generator | backbone (loss) | " + " | ".join(f"p = {p:g}" for p in portions) + " |"
     lines = [header, "|" + "---|" * (2 + len(portions))]
-    order = sorted(rows.groupby(["generator", "backbone", "loss"]).groups, key=lambda k: (k[0] != NONE, k))
-    for gen, backbone, loss in order:
+    keys = set(rows.groupby(["generator", "backbone", "loss"]).groups)
+    keys |= {tuple(k) for k in planned[planned.generator != FULL][["generator", "backbone", "loss"]].to_numpy()}
+    marked = False
+    for gen, backbone, loss in sorted(keys, key=lambda k: (k[0] != NONE, k)):
         r = rows[(rows.generator == gen) & (rows.backbone == backbone) & (rows.loss == loss)]
         f = full[(full.backbone == backbone) & (full.loss == loss)]
         cells = []
         for p in portions:
-            src = r[r.portion == p]
+            src, label = r[r.portion == p], gen
+            if src.empty and (gen, backbone, loss, p) not in expected.index:
+                src, label = f[f.portion == p], FULL
+            want = int(expected.get((label, backbone, loss, p), 0))
             if src.empty:
-                src = f[f.portion == p]
-            if src.empty:
-                cells.append("–")
+                cells.append(MISSING if want else "–")
+                marked |= bool(want)
                 continue
             x = src.iloc[0]
-            cells.append(f"{_cell(x.mAP_mean, x.mAP_std, x.seeds)} / {_cell(x.rank1_mean, x.rank1_std, x.seeds)}")
+            text = f"{_cell(x.mAP_mean, x.mAP_std, x.seeds)} / {_cell(x.rank1_mean, x.rank1_std, x.seeds)}"
+            if x.seeds < want:
+                text += f" ({x.seeds} of {want} seeds)"
+                marked = True
+            cells.append(text)
         lines.append(f"| {gen} | {backbone} ({loss}) | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\nEach cell: mAP / Rank-1 in %, mean ± standard deviation over seeds.\n"
+    note = "\n\nEach cell: mAP / Rank-1 in %, mean ± standard deviation over seeds.\n"
+    if marked:
+        note += (f"'{MISSING}': no finished cell (failed or not run, see cells.csv); '(k of n seeds)': the mean of "
+                 "the k finished seeds.\n")  # fmt: skip
+    return "\n".join(lines) + note
 
 
 def plot_map(results: pd.DataFrame, path: str | Path) -> None:
@@ -82,14 +100,16 @@ def plot_map(results: pd.DataFrame, path: str | Path) -> None:
     plt.close(fig)
 
 
-def write_report(results: pd.DataFrame, out_dir: str | Path, extra: str = "") -> dict[str, Path]:
-    """results.csv, table6.md and map_vs_portion.png in `out_dir`; returns their paths."""
+def write_report(results: pd.DataFrame, out_dir: str | Path, extra: str = "",
+                 planned: pd.DataFrame | None = None) -> dict[str, Path]:  # fmt: skip
+    """results.csv, table6.md (missing cells of `planned` marked, see table6_markdown) and map_vs_portion.png in
+    `out_dir`; returns their paths."""
     out_dir = Path(out_dir)
     paths = {"csv": out_dir / "results.csv", "table": out_dir / "table6.md", "plot": out_dir / "map_vs_portion.png"}
     with atomic_path(paths["csv"]) as tmp:
         results.sort_values(["generator", "backbone", "loss", "portion", "seed"]).to_csv(tmp, index=False)
     atomic_write_text(paths["table"], "# Re-ID with generated training data (Table 6 protocol)\n\n"
-                      + table6_markdown(results) + (("\n" + extra) if extra else ""))
+                      + table6_markdown(results, planned) + (("\n" + extra) if extra else ""))
     plot_map(results, paths["plot"])
     return paths
 
@@ -171,9 +191,10 @@ def write_html_report(exp: str | Path, out: str | Path | None = None) -> Path:
     rel = lambda p: os.path.relpath(p, out.parent)  # noqa: E731
     results = pd.read_csv(exp / "results.csv")
     s = summarize(results)
-    portions = sorted(s.portion.unique())
+    planned = pd.read_csv(exp / "cells.csv", keep_default_na=False) if (exp / "cells.csv").is_file() else None
+    portions = sorted(set(s.portion) | (set(planned.portion) if planned is not None else set()))
     table = []
-    for line in table6_markdown(results).splitlines()[2:]:
+    for line in table6_markdown(results, planned).splitlines()[2:]:
         if not line.startswith("| "):
             break
         cells = [c.strip() for c in line.strip("|").split("|")]

@@ -49,3 +49,24 @@ def run_cli(capsys):
         return code, out.out, out.err
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def experiment_setup(tmp_path_factory):
+    """A tiny synthetic Market root and a PATN generator trained for one iteration on it, for the experiment
+    tests (local and Ray executors): (root, checkpoint, base folder)."""
+    from test_augment import SYNTH
+    from tiny_market import TINY_PATN
+
+    from reidaug.config import load_config
+    from reidaug.data.synth.config import SynthConfig
+    from reidaug.data.synth.dataset import make_dataset
+    from reidaug.train.config import load_method_config
+    from reidaug.train.trainer import train
+
+    base = tmp_path_factory.mktemp("exp")
+    root = base / "market"
+    make_dataset(root, load_config(SynthConfig, "synth/default", SYNTH), show_progress=False)
+    cfg = load_method_config("patn", None, [*TINY_PATN, "train.iterations=1"])
+    ckpt = train(cfg, root, base / "run", show_progress=False).checkpoint
+    return root, ckpt, base

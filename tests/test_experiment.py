@@ -6,38 +6,39 @@ import json
 
 import pandas as pd
 import pytest
-from test_augment import SYNTH
-from tiny_market import TINY_PATN
 
-from reidaug.config import load_config
 from reidaug.data.market import read_split
-from reidaug.data.synth.config import SynthConfig
-from reidaug.data.synth.dataset import make_dataset
 from reidaug.errors import ReidaugError
 from reidaug.experiment import load_experiment, run_experiment
-from reidaug.train.config import load_method_config
-from reidaug.train.trainer import train
 
 REID = ["backbone=osnet_x0_25", "epochs=1", "batch_size=8", "height=32", "width=16", "scheduler=none",
         "workers=0", "eval_batch_size=64"]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    base = tmp_path_factory.mktemp("exp")
-    root = base / "market"
-    make_dataset(root, load_config(SynthConfig, "synth/default", SYNTH), show_progress=False)
-    cfg = load_method_config("patn", None, [*TINY_PATN, "train.iterations=1"])
-    ckpt = train(cfg, root, base / "run", show_progress=False).checkpoint
-    return root, ckpt, base
+@pytest.fixture
+def setup(experiment_setup):
+    """(root, checkpoint, base folder): the tiny dataset and generator of conftest's experiment_setup."""
+    return experiment_setup
 
 
-def _cfg(root, ckpt, out, **kw):
-    sets = [f"data={root}", f"out={out}", "portions=[0.3,1.0]", "seeds=[0]", f"generators.patn={ckpt}",
+def local_results(base, root, ckpt):
+    """results.csv of the local sweep of test_sweep_cells_report_and_rerun (run here when it did not run)."""
+    out = base / "exp1"
+    if not (out / "results.csv").is_file():
+        run_experiment(_cfg(root, ckpt, out), show_progress=False)
+    return pd.read_csv(out / "results.csv")
+
+
+def sweep_sets(root, ckpt, out) -> list[str]:
+    """The CI-size sweep over experiments/demo: p = 0.3 (none, patn) and p = 1 (full), seed 0."""
+    return [f"data={root}", f"out={out}", "portions=[0.3,1.0]", "seeds=[0]", f"generators.patn={ckpt}",
             "metrics=[ssim,mask_ssim,l1,fid]",
             "reid=[reid/default]", f"reid_overrides={REID}", "device=cpu", "augment.generate.num_workers=0",
             "augment.generate.batch_size=16"]  # fmt: skip
-    return load_experiment("experiments/demo", sets + [f"{k}={v}" for k, v in kw.items()])
+
+
+def _cfg(root, ckpt, out, **kw):
+    return load_experiment("experiments/demo", sweep_sets(root, ckpt, out) + [f"{k}={v}" for k, v in kw.items()])
 
 
 def test_sweep_cells_report_and_rerun(setup):
@@ -76,8 +77,7 @@ def test_html_report(setup):
 
     root, ckpt, base = setup
     out = base / "exp1"
-    if not (out / "results.csv").is_file():
-        run_experiment(_cfg(root, ckpt, out), show_progress=False)
+    local_results(base, root, ckpt)
     page = write_html_report(out)
     html = page.read_text()
     res = pd.read_csv(out / "results.csv")

@@ -45,3 +45,18 @@ def progress(disable: bool = False) -> Progress:
         disable=disable,
         transient=False,
     )
+
+
+def status_progress(disable: bool = False) -> Progress:
+    """A progress bar for long units of work whose ETA the caller computes: description, bar, n/total, elapsed
+    and a free `info` field (rich's rate-based ETA is blank while no unit finished in its last 30 s)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        disable=disable,
+        transient=False,
+    )

@@ -1,0 +1,361 @@
+"""`reidaug experiment --executor ray`: the cells of the Table 6 sweep as Ray tasks on a cluster.
+
+Each generated training set M_p^A (one generation by augment, per generator, portion and seed) is one task; each
+cell (one re-ID training and evaluation) is one task that takes its training set's ObjectRef as an argument, so
+Ray starts it once the set exists and builds each set once for all the cells that use it. M_p^R (links only) is
+written by the driver. A task that reserves a GPU runs in a fresh worker process (Ray's default for GPU tasks:
+the GPU's memory is freed between cells). Every task records where it ran (worker.json: run, pid, node, host),
+appends its output to its log in its folder, and is retried `cluster.retries` times (crashed worker, lost node, exception) before it is reported
+failed. A finished cell is one with metrics.json, as for the local executor: after any interruption (driver,
+worker or node), the same command skips finished cells and runs the rest.
+
+Outputs go to OUT, which must be one shared filesystem path seen by every node (Slurm, Kubernetes volumes): a
+probe task on every node reads a token the driver wrote there, and sees the data and checkpoints, before anything
+runs. Ray is imported only here (the `cluster` extra).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import secrets
+import socket
+import sys
+import time
+import traceback
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from reidaug import __version__
+from reidaug.errors import ReidaugError, first_line
+from reidaug.utils.io import atomic_write_text
+from reidaug.utils.progress import console, status_progress
+
+if TYPE_CHECKING:  # the experiment (torch, pandas) is imported by the tasks that run it, not by the probe
+    from reidaug.experiment import Cell, ExperimentConfig, Resources, Source
+
+REFRESH_S = 2.0  # how often the driver redraws its display and looks for cells that started
+WORKER = "worker.json"  # in a cell folder: where its last attempt ran
+LOG = "cell.log"  # in a cell folder: the output of every attempt
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise ReidaugError("--executor ray needs Ray: pip install 'reidaug[cluster]'") from None
+    return ray
+
+
+# -- inside the tasks -------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _recorded(log: Path, record: Path, run: str):
+    """Where this attempt runs, in `record`; its output (prints of libraries and subprocesses too) appended to
+    `log`, with the traceback of a failure."""
+    import ray
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    info = {"run": run, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+            "host": socket.gethostname(), "started": datetime.datetime.now().isoformat(timespec="seconds")}  # fmt: skip
+    atomic_write_text(record, json.dumps(info) + "\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "a", buffering=1) as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            with redirect_stdout(f), redirect_stderr(f):
+                print(f"== {info['started']} run {run}: host {info['host']}, node {info['node_id'][:12]}, "
+                      f"pid {info['pid']}")  # fmt: skip
+                try:
+                    yield info
+                except BaseException:
+                    traceback.print_exc()
+                    raise
+        finally:
+            f.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _source_files(out: Path, src: Source) -> tuple[Path, Path]:
+    """The log and worker record of a training set's task, beside its folder (augment wants the folder its own)."""
+    d = out / src.folder
+    return d.with_name(d.name + ".log"), d.with_name(d.name + ".worker.json")
+
+
+def _source_task(src: Source, cfg: ExperimentConfig, data: str, out: str, run: str) -> str:
+    """Build one training set; its root is what the cells that use it receive."""
+    from reidaug.experiment import build_source
+
+    log, record = _source_files(Path(out), src)
+    with _recorded(log, record, run):
+        return str(build_source(src, cfg, Path(data), Path(out), show_progress=False))
+
+
+def _cell_task(cell: Cell, root: str, out: str, run: str) -> dict:
+    """One cell on the training set `root` (resolved by Ray from the set's ObjectRef); returns where it ran."""
+    from reidaug.experiment import run_cell
+
+    d = cell.folder(Path(out))
+    with _recorded(d / LOG, d / WORKER, run) as info:
+        run_cell(cell, Path(root), Path(out), show_progress=False)
+    return info
+
+
+def _metrics_task(label: str, cfg: ExperimentConfig, data: str, out: str, run: str, _after=None) -> str:
+    """The image metrics of a generator's first augmentation, once it exists (`_after`: its build's ObjectRef)."""
+    from reidaug.experiment import image_metrics
+
+    log = Path(out) / "image_metrics" / f"{label}.log"
+    with _recorded(log, log.with_suffix(".worker.json"), run):
+        return str(image_metrics(Path(out), Path(data), label, cfg, show_progress=False))
+
+
+def _probe(token_file: str, token: str, paths: list[str], version: str) -> str | None:
+    """On one node: None when it sees the driver's token in OUT and every input path and runs the driver's
+    reidaug version, else the one line that says what is wrong."""
+    host = socket.gethostname()
+    try:
+        seen = Path(token_file).read_text()
+    except OSError:
+        seen = None
+    if seen != token:
+        return (f"--out {Path(token_file).parent} is not visible to the Ray workers on node {host}: put it on a "
+                "filesystem that every node mounts at the same path")  # fmt: skip
+    for p in paths:
+        if not Path(p).exists():
+            return f"{p} is not visible to the Ray workers on node {host}: every node needs the same paths"
+    if version != __version__:
+        return f"node {host} runs reidaug {__version__}, the driver {version}: install the same version everywhere"
+    return None
+
+
+# -- the driver -------------------------------------------------------------------------------------------------
+
+
+def _reason(ray, e: BaseException) -> str:
+    """One line for a task's failure: the task's own exception when it raised one, else Ray's (worker died ...)."""
+    cause = getattr(e, "cause", None)
+    if isinstance(e, ray.exceptions.RayTaskError) and cause is not None:
+        return first_line(cause) if isinstance(cause, ReidaugError) else f"{type(cause).__name__}: {first_line(cause)}"
+    return f"{type(e).__name__}: {first_line(e)}"
+
+
+def _options(res: Resources, retries: int) -> dict:
+    opts = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "max_retries": retries, "retry_exceptions": True}
+    if res.memory_gb > 0:
+        opts["memory"] = int(res.memory_gb * 2**30)
+    return opts
+
+
+def probe(ray, out: Path, paths: list[str], timeout: float) -> list[dict]:
+    """Refuse to start unless every alive node sees OUT (a token file the driver writes there), `paths`, and runs
+    this reidaug; returns the nodes."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    token = secrets.token_hex(16)
+    token_file = out / f".probe-{token[:12]}"
+    atomic_write_text(token_file, token)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    task = ray.remote(_probe)
+    try:
+        refs = {}
+        for n in nodes:
+            where = NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+            ref = task.options(num_cpus=0, max_retries=0, scheduling_strategy=where).remote(
+                str(token_file), token, paths, __version__)  # fmt: skip
+            refs[ref] = n
+        ready, late = ray.wait(list(refs), num_returns=len(refs), timeout=timeout)
+        if late:
+            hosts = ", ".join(refs[r]["NodeManagerHostname"] for r in late)
+            raise ReidaugError(f"Ray node(s) {hosts} did not answer the shared-filesystem probe within {timeout:g} s "
+                               "(cluster.probe_timeout_s)")  # fmt: skip
+        for ref in ready:
+            try:
+                problem = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                host = refs[ref]["NodeManagerHostname"]
+                raise ReidaugError(f"reidaug does not run on Ray node {host}: {_reason(ray, e)}") from None
+            if problem:
+                raise ReidaugError(problem)
+    finally:
+        token_file.unlink(missing_ok=True)
+    return nodes
+
+
+def _absolute(cfg: ExperimentConfig, data: Path, out: Path) -> ExperimentConfig:
+    """The config with the paths the workers open made absolute (their working folder is not the driver's)."""
+    gens = {k: str(Path(v).resolve()) for k, v in cfg.generators.items()}
+    return replace(cfg, data=str(data), out=str(out), generators=gens)
+
+
+def _clock(seconds: float | None) -> str:
+    return "?" if seconds is None else str(datetime.timedelta(seconds=round(seconds)))
+
+
+class Board:
+    """The driver's view of the cells: done, running, failed and ETA. On a terminal a live bar; in a log file one
+    status line every `every` seconds. Finished, failed and retried tasks are one line each in both."""
+
+    def __init__(self, total: int, before: int, every: float, show: bool):
+        self.total, self.before, self.every = total, before, every
+        self.done = self.failed = self.running = 0
+        self.start = self.last_line = time.time()
+        self.live = show and console.is_terminal
+        self.bar = status_progress(disable=not self.live)
+        self.task = self.bar.add_task("cells", total=total, completed=before, info="")
+
+    def eta(self) -> float | None:
+        """Time per finished cell of this run so far, times the cells left (cells run in parallel: the elapsed
+        time, not the cells' own durations)."""
+        if not self.done:
+            return None
+        return (time.time() - self.start) / self.done * (self.total - self.before - self.done - self.failed)
+
+    def status(self) -> str:
+        return (f"cells: {self.before + self.done}/{self.total} done ({self.before} before this run), "
+                f"{self.running} running, {self.failed} failed, elapsed {_clock(time.time() - self.start)}, "
+                f"ETA {_clock(self.eta())}")  # fmt: skip
+
+    def event(self, text: str, style: str = "") -> None:
+        stamp = datetime.datetime.now().strftime("%H:%M:%S")
+        console.print(f"{stamp} {text}", style=style or None, soft_wrap=True, markup=False)
+
+    def update(self, running: int) -> None:
+        self.running = running
+        info = f"{running} running · {self.failed} failed · ETA {_clock(self.eta())}"
+        self.bar.update(self.task, completed=self.before + self.done, info=info)
+        if not self.live and time.time() - self.last_line >= self.every:
+            self.event(self.status())
+            self.last_line = time.time()
+
+
+def _started(cell: Cell, out: Path, run: str) -> bool:
+    """Whether an attempt of `cell` of this run has started (its worker record names the run)."""
+    try:
+        return json.loads((cell.folder(out) / WORKER).read_text()).get("run") == run
+    except (OSError, ValueError):
+        return False
+
+
+@contextmanager
+def ray_cluster(cfg: ExperimentConfig, reid_cfgs: list, data: Path, out: Path):
+    """Connected to the Ray cluster at `cfg.cluster.address`, every node probed (OUT, the data, the checkpoints
+    and re-ID weights visible, the same reidaug): yields run(cells, show_progress) -> {cell name: why it failed}.
+    A refused OUT that did not exist before is removed again: a refusal leaves nothing behind."""
+    ray = _ray()
+    c = cfg.cluster
+    data, out = data.resolve(), out.resolve()
+    cfg = _absolute(cfg, data, out)
+    try:
+        ray.init(address=c.address, log_to_driver=False, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = c.address or "RAY_ADDRESS or this machine"
+        raise ReidaugError(f"cannot connect to the Ray cluster at {where}: {first_line(e)}") from None
+    try:
+        weights = {str(Path(r.weights).resolve()) for r in reid_cfgs if r.weights}
+        new = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            nodes = probe(ray, out, [str(data), *cfg.generators.values(), *sorted(weights)], c.probe_timeout_s)
+        except ReidaugError:
+            if new and not any(out.iterdir()):
+                out.rmdir()
+            raise
+
+        def run(cells: list[Cell], show_progress: bool = True) -> dict[str, str]:
+            cells = [replace(x, reid=replace(x.reid, weights=str(Path(x.reid.weights).resolve())))
+                     if x.reid.weights else x for x in cells]  # fmt: skip
+            todo = [x for x in cells if not x.done(out)]
+            res = ray.cluster_resources()
+            console.print(f"[bold]ray[/] {len(nodes)} node(s), {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} "
+                          f"GPUs; {len(cells) - len(todo)} of {len(cells)} cells finished before, {len(todo)} to run")  # fmt: skip
+            return _run(ray, cfg, cells, todo, data, out, show_progress)
+
+        yield run
+    finally:
+        ray.shutdown()
+
+
+def _run(ray, cfg: ExperimentConfig, cells: list[Cell], todo: list[Cell], data: Path, out: Path,
+         show_progress: bool) -> dict[str, str]:  # fmt: skip
+    from reidaug.experiment import FULL, NONE, build_source
+
+    c = cfg.cluster
+    run = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    source_task = ray.remote(**_options(c.augment, c.retries))(_source_task)
+    cell_task = ray.remote(**_options(c.cell, c.retries))(_cell_task)
+    metrics_task = ray.remote(**_options(c.augment, c.retries))(_metrics_task)
+
+    pending: dict = {}  # ObjectRef -> ("source", Source) | ("cell", Cell) | ("metrics", label)
+    roots: dict[Source, object] = {}  # Source -> its root: a path, or the ObjectRef of the task building it
+    for cell in todo:
+        src = cell.source
+        if src in roots:
+            continue
+        if src.generator in (FULL, NONE):  # the real set, or links the driver writes in a moment
+            roots[src] = str(build_source(src, cfg, data, out, show_progress=False))
+        else:
+            roots[src] = source_task.remote(src, cfg, str(data), str(out), run)
+            pending[roots[src]] = ("source", src)
+    for cell in todo:
+        pending[cell_task.remote(cell, roots[cell.source], str(out), run)] = ("cell", cell)
+    if cfg.metrics:
+        for label in cfg.generators:
+            if (out / "image_metrics" / f"{label}.json").is_file():
+                continue
+            first = min((x.source for x in cells if x.source.generator == label), default=None,
+                        key=lambda s: s.folder)  # the folder image_metrics takes: the first by name  # fmt: skip
+            if first is None:
+                continue
+            after = roots.get(first)
+            pending[metrics_task.remote(label, cfg, str(data), str(out), run, after)] = ("metrics", label)
+
+    failed: dict[str, str] = {}
+    broken: dict[Source, str] = {}  # training sets whose build failed
+    board = Board(len(cells), len(cells) - len(todo), c.status_every_s, show_progress)
+    waiting = {x.name for x in todo}
+    with board.bar:
+        board.update(0)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=REFRESH_S)
+            for ref in ready:
+                kind, what = pending.pop(ref)
+                try:
+                    value = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    reason = _reason(ray, e)
+                    if kind == "source":
+                        broken[what] = reason
+                        board.event(f"failed {what.folder}: {reason}", "red")
+                    elif kind == "cell":
+                        if what.source in broken:
+                            reason = f"its training set {what.source.folder} failed: {broken[what.source]}"
+                        failed[what.name] = reason
+                        waiting.discard(what.name)
+                        board.failed += 1
+                        board.event(f"failed {what.name}: {reason} (log: {what.folder(out) / LOG})", "red")
+                    else:
+                        board.event(f"failed image metrics of {what}: {reason}", "red")
+                    continue
+                if kind == "cell":
+                    waiting.discard(what.name)
+                    board.done += 1
+                    board.event(f"done {what.name} on {value['host']} (pid {value['pid']})", "green")
+                elif kind == "source":
+                    board.event(f"built {what.folder}")
+                else:
+                    board.event(f"image metrics of {what}: {value}")
+            board.update(sum(_started(x, out, run) for x in todo if x.name in waiting))
+    board.event(board.status())
+    return failed
