@@ -248,6 +248,18 @@ def _started(cell: Cell, out: Path, run: str) -> bool:
         return False
 
 
+def _reachable(address: str, timeout: float) -> None:
+    """Refuse a HOST:PORT where nothing listens at once (Ray itself would retry for minutes)."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # "auto", "local", ray:// client addresses: Ray's own handling
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ReidaugError(f"no Ray cluster answers at {address} ({e.strerror or e}): start its head "
+                           "(ray start --head) or check --address") from None  # fmt: skip
+
+
 @contextmanager
 def ray_cluster(cfg: ExperimentConfig, reid_cfgs: list, data: Path, out: Path):
     """Connected to the Ray cluster at `cfg.cluster.address`, every node probed (OUT, the data, the checkpoints
@@ -257,6 +269,8 @@ def ray_cluster(cfg: ExperimentConfig, reid_cfgs: list, data: Path, out: Path):
     c = cfg.cluster
     data, out = data.resolve(), out.resolve()
     cfg = _absolute(cfg, data, out)
+    if c.address:
+        _reachable(c.address, c.connect_timeout_s)
     try:
         ray.init(address=c.address, log_to_driver=False, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError, ValueError) as e:

@@ -52,6 +52,7 @@ class ClusterConfig:
     retries: int = 2  # ray: new attempts of a failed task (crashed worker, lost node, exception), then 'failed'
     cell: Resources = field(default_factory=Resources)  # one re-ID training and evaluation
     augment: Resources = field(default_factory=Resources)  # one M_p^A (generation) and the image metrics
+    connect_timeout_s: float = 10.0  # the head at `address` must accept a connection within this
     probe_timeout_s: float = 120.0  # every node must answer the shared-filesystem probe within this
     status_every_s: float = 60.0  # a progress line this often when stderr is not a terminal (a log file)
 

@@ -53,6 +53,8 @@ def test_sweep_cells_report_and_rerun(setup):
     assert ntrain["full"] == n == ntrain["patn"] and ntrain["none"] == round(0.3 * n)
     assert "| none | osnet_x0_25 (softmax) |" in paths["table"].read_text()
     assert paths["plot"].is_file() and paths["examples"].is_file()
+    status = pd.read_csv(paths["cells"])  # every planned cell, done
+    assert sorted(status.cell) == sorted(p.name for p in (out / "cells").iterdir()) and set(status.status) == {"done"}
     # a rerun skips finished cells: their metrics files are not rewritten
     stamps = {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*/metrics.json")}
     run_experiment(_cfg(root, ckpt, out), show_progress=False)
@@ -111,3 +113,19 @@ def test_bad_experiment_configs(setup, tmp_path):
         run_experiment(load_experiment("experiments/demo", [f"data={root}", f"generators.none={ckpt}"]))
     with pytest.raises(ReidaugError, match="not a folder"):
         run_experiment(load_experiment("experiments/demo", [f"data={tmp_path / 'nope'}"]))
+    with pytest.raises(ReidaugError, match="executor must be one of local, ray, got 'slurm'"):
+        run_experiment(_cfg(root, ckpt, tmp_path / "o", **{"cluster.executor": "slurm"}))
+    with pytest.raises(ReidaugError, match="cluster.retries must be >= 0"):
+        run_experiment(_cfg(root, ckpt, tmp_path / "o", **{"cluster.retries": -1}))
+    assert not (tmp_path / "o").exists()  # refused before writing anything
+
+
+def test_ray_executor_without_ray(setup, tmp_path, monkeypatch):
+    """--executor ray without the cluster extra: one line naming the extra; nothing written."""
+    import sys
+
+    root, ckpt, _ = setup
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    with pytest.raises(ReidaugError, match=r"^--executor ray needs Ray: pip install 'reidaug\[cluster\]'$"):
+        run_experiment(_cfg(root, ckpt, tmp_path / "o", **{"cluster.executor": "ray"}), show_progress=False)
+    assert not (tmp_path / "o").exists()

@@ -27,8 +27,6 @@ from test_experiment import local_results, sweep_sets
 from reidaug.errors import ReidaugError
 from reidaug.experiment import load_experiment, run_experiment
 
-pytest.importorskip("ray", reason="Ray is not installed (the cluster extra: pip install 'reidaug[cluster]')")
-
 ROOT = Path(__file__).resolve().parent.parent
 RAY = Path(sys.executable).with_name("ray")
 NODE_START_S = 120  # a node coming up on a busy 2-core machine
@@ -91,6 +89,7 @@ def _can_hide() -> bool:
 
 @pytest.fixture(scope="module")
 def ray_cluster():
+    pytest.importorskip("ray", reason="Ray is not installed (the cluster extra: pip install 'reidaug[cluster]')")
     tmp = Path(tempfile.mkdtemp(prefix="rd-ray-"))  # short: Ray's socket paths must stay under 108 characters
     cluster = LocalCluster(tmp)
     try:
@@ -132,15 +131,16 @@ def _finish(p: subprocess.Popen, log: Path) -> int:
         pytest.fail(f"the driver did not finish within {RUN_S} s:\n{log.read_text()[-3000:]}")
 
 
-def _kill_a_running_cell(out: Path, driver: subprocess.Popen, log: Path) -> tuple[str, int]:
-    """SIGKILL the worker process of the first cell seen running (worker.json written, no metrics.json yet)."""
+def _kill_a_running_cell(out: Path, driver: subprocess.Popen, log: Path, old_runs=()) -> tuple[str, int, str]:
+    """SIGKILL the worker process of the first cell seen running (worker.json of a run not in `old_runs`, no
+    metrics.json yet); returns (cell, pid, run)."""
     deadline = time.time() + RUN_S
     while time.time() < deadline and driver.poll() is None:
         for record in sorted((out / "cells").glob("*/worker.json")):
-            if not (record.parent / "metrics.json").exists():
-                pid = json.loads(record.read_text())["pid"]
-                os.kill(pid, signal.SIGKILL)
-                return record.parent.name, pid
+            w = json.loads(record.read_text())
+            if w["run"] not in old_runs and not (record.parent / "metrics.json").exists():
+                os.kill(w["pid"], signal.SIGKILL)
+                return record.parent.name, w["pid"], w["run"]
         time.sleep(0.05)
     pytest.fail(f"no cell was seen running:\n{log.read_text()[-3000:]}")
 
@@ -169,7 +169,7 @@ def test_ray_sweep_survives_a_killed_worker(experiment_setup, ray_cluster, tmp_p
     # run 1, without retries: the killed cell fails, is reported, and the table marks it missing
     log1 = tmp_path / "run1.log"
     driver = _driver(ray_cluster, [*sets, "cluster.retries=0"], log1)
-    killed, pid = _kill_a_running_cell(out, driver, log1)
+    killed, pid, run1 = _kill_a_running_cell(out, driver, log1)
     assert _finish(driver, log1) == 1, log1.read_text()
     text = log1.read_text()
     assert "1 cell(s) failed after their retries" in text and f"failed {killed}: WorkerCrashedError" in text, text
@@ -179,10 +179,13 @@ def test_ray_sweep_survives_a_killed_worker(experiment_setup, ray_cluster, tmp_p
     stamps = {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*/metrics.json")}
     assert len(stamps) == 2
 
-    # run 2, the same command: finished cells stay as they are, the killed one is completed
+    # run 2, the same command (retries: 2): finished cells stay as they are, the failed one runs again; its
+    # worker is killed once more and Ray's retry completes it
     log2 = tmp_path / "run2.log"
-    assert _finish(_driver(ray_cluster, sets, log2), log2) == 0, log2.read_text()
-    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    driver = _driver(ray_cluster, sets, log2)
+    again, pid2, _ = _kill_a_running_cell(out, driver, log2, old_runs={run1})
+    assert _finish(driver, log2) == 0, log2.read_text()
+    assert again == killed and {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert "2 of 3 cells finished before, 1 to run" in log2.read_text()
     assert (pd.read_csv(out / "cells.csv").status == "done").all()
 
@@ -195,10 +198,55 @@ def test_ray_sweep_survives_a_killed_worker(experiment_setup, ray_cluster, tmp_p
 
     # where the cells ran: more than one worker process, each cell's log in its folder
     workers = {d.name: json.loads((d / "worker.json").read_text()) for d in (out / "cells").iterdir()}
-    assert len({w["pid"] for w in workers.values()}) > 1 and workers[killed]["pid"] != pid
+    assert len({w["pid"] for w in workers.values()}) > 1 and workers[killed]["pid"] not in (pid, pid2)
     attempts = [ln for ln in (out / "cells" / killed / "cell.log").read_text().splitlines() if ln.startswith("== ")]
-    assert len(attempts) == 2 and f"pid {pid}" in attempts[0]  # both attempts logged in the cell's folder
+    assert len(attempts) == 3 and f"pid {pid}" in attempts[0] and f"pid {pid2}" in attempts[1]  # every attempt
     logs = [*(out / "cells").glob("*/cell.log"), *(out / "augment").glob("*/*.log"), out / "image_metrics/patn.log"]
     nodes = {m for f in logs for m in re.findall(r"^== .* node (\w+), pid", f.read_text(), re.M)}
     assert len(nodes) == 2  # both nodes ran tasks
     assert json.loads((out / "image_metrics" / "patn.json").read_text())["metrics"]["ssim"] > 0
+
+
+def test_probe_answers(tmp_path):
+    """What one node's probe says: nothing when it sees the token, the inputs and runs the same reidaug."""
+    from reidaug import __version__
+    from reidaug.cluster import _probe
+
+    token = tmp_path / "out" / ".probe-x"
+    assert "--out " + str(tmp_path / "out") + " is not visible to the Ray workers on node" in _probe(
+        str(token), "t", [], __version__)  # fmt: skip
+    token.parent.mkdir()
+    token.write_text("other")  # another driver's token: not the same folder
+    assert "is not visible" in _probe(str(token), "t", [], __version__)
+    token.write_text("t")
+    assert _probe(str(token), "t", [str(tmp_path)], __version__) is None
+    assert _probe(str(token), "t", [str(tmp_path / "data")], __version__).startswith(f"{tmp_path / 'data'} is not")
+    assert "the driver 0.0.0" in _probe(str(token), "t", [], "0.0.0")
+
+
+def test_unreachable_head_is_refused_at_once():
+    """Ray retries a dead address for minutes: nothing listening at HOST:PORT is one line within the timeout."""
+    from reidaug.cluster import _reachable
+
+    port = _port()  # free: nothing listens there
+    t = time.time()
+    with pytest.raises(ReidaugError, match=rf"^no Ray cluster answers at 127.0.0.1:{port} \(Connection refused\)"):
+        _reachable(f"127.0.0.1:{port}", 5.0)
+    assert time.time() - t < 5
+    _reachable("auto", 5.0)  # Ray's own addresses are Ray's business
+    _reachable("ray://head:10001", 5.0)
+
+
+def test_board_lines_in_a_log(capsys):
+    """Not on a terminal, the driver's board prints a status line (done, running, failed, ETA) per interval."""
+    from reidaug.cluster import Board
+
+    board = Board(total=5, before=1, every=0.0, show=True)  # captured stderr is no terminal: lines
+    with board.bar:
+        board.update(running=2)
+        board.start -= 60  # a minute into the run, one cell done: 3 left, a minute each
+        board.done = 1
+        board.update(running=2)
+    err = capsys.readouterr().err
+    assert re.search(r"cells: 1/5 done \(1 before this run\), 2 running, 0 failed, elapsed 0:00:0\d, ETA \?", err)
+    assert re.search(r"cells: 2/5 done \(1 before this run\), 2 running, 0 failed, elapsed 0:01:0\d, ETA 0:03:0", err)

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reidaug.report import gains, summarize, table6_markdown, write_report
+from reidaug.report import CELL_COLUMNS, gains, summarize, table6_markdown, write_report
 
 
 def _results():
@@ -40,3 +40,23 @@ def test_write_report_files(tmp_path):
     assert pd.read_csv(paths["csv"]).shape == (6, 10)
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Table 6" in paths["table"].read_text()
+
+
+def test_table_marks_missing_cells():
+    """Planned cells without a result: a table cell with no finished seed reads 'missing', one with fewer seeds
+    than planned says how many (the mean is over the finished ones)."""
+    res = _results()
+    res = res[~((res.generator == "patn") & (res.seed == 1)) & (res.generator != "full")]
+    planned = pd.DataFrame([{"cell": f"{g}_{p}_{s}", "generator": g, "backbone": "resnet18", "loss": "softmax",
+                             "portion": p, "seed": s, "status": "", "reason": ""}
+                            for g, p in [("none", 0.1), ("patn", 0.1), ("full", 1.0)] for s in (0, 1)],
+                           columns=CELL_COLUMNS)  # fmt: skip
+    lines = table6_markdown(res, planned).splitlines()
+    assert lines[0] == "| generator | backbone (loss) | p = 0.1 | p = 1 |"
+    assert lines[2] == "| none | resnet18 (softmax) | 12.0 ± 2.8 / 32.0 ± 2.8 | missing |"
+    assert lines[3] == "| patn | resnet18 (softmax) | 30.0 / 50.0 (1 of 2 seeds) | missing |"
+    assert "'missing': no finished cell" in lines[-1]
+    # a generator whose every cell failed still has its row
+    lines = table6_markdown(res[res.generator == "none"], planned).splitlines()
+    assert lines[3] == "| patn | resnet18 (softmax) | missing | missing |"
+    assert "'missing'" not in table6_markdown(_results(), planned)  # all finished: no marks, no note
