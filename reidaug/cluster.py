@@ -195,7 +195,17 @@ def probe(ray, out: Path, paths: list[str], timeout: float) -> list[dict]:
 
 def _absolute(cfg: ExperimentConfig, data: Path, out: Path) -> ExperimentConfig:
     """The config with the paths the workers open made absolute (their working folder is not the driver's)."""
-    gens = {k: str(Path(v).resolve()) for k, v in cfg.generators.items()}
+    from reidaug.experiment import TRAIN, trained_here
+
+    gens = {}
+    for label, spec in cfg.generators.items():
+        if trained_here(spec):
+            method, config = trained_here(spec)
+            if config and Path(config).is_file():  # a YAML path (a name under configs/ stays a name)
+                config = str(Path(config).resolve())
+            gens[label] = f"{TRAIN}{method}" + (f":{config}" if config else "")
+        else:
+            gens[label] = str(Path(spec).resolve())
     return replace(cfg, data=str(data), out=str(out), generators=gens)
 
 
@@ -281,7 +291,8 @@ def ray_cluster(cfg: ExperimentConfig, reid_cfgs: list, data: Path, out: Path):
         new = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
         try:
-            nodes = probe(ray, out, [str(data), *cfg.generators.values(), *sorted(weights)], c.probe_timeout_s)
+            ckpts = [spec for spec in cfg.generators.values() if not spec.startswith("train:")]
+            nodes = probe(ray, out, [str(data), *ckpts, *sorted(weights)], c.probe_timeout_s)
         except ReidaugError:
             if new and not any(out.iterdir()):
                 out.rmdir()

@@ -33,6 +33,15 @@ from reidaug.utils.io import atomic_path, atomic_write_text, portable
 from reidaug.utils.progress import console
 
 EXECUTORS = ("local", "ray")
+TRAIN = "train:"  # generator spec prefix: train:METHOD[:CONFIG] is trained on each M_p^R instead of loaded
+
+
+def trained_here(spec: str) -> tuple[str, str | None] | None:
+    """(method, config or None) of a train:METHOD[:CONFIG] generator spec; None for a checkpoint."""
+    if not spec.startswith(TRAIN):
+        return None
+    method, _, config = spec[len(TRAIN) :].partition(":")
+    return method, config or None
 
 
 @dataclass
@@ -63,7 +72,9 @@ class ExperimentConfig:
     out: str = "runs/table6"
     portions: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    generators: dict[str, str] = field(default_factory=dict)  # label -> checkpoint ('none' is always run)
+    # label -> checkpoint, or train:METHOD[:CONFIG]: that generator trained on each M_p^R (leakage-free mode);
+    # 'none' is always run
+    generators: dict[str, str] = field(default_factory=dict)
     reid: list[str] = field(default_factory=lambda: ["reid/resnet50-softmax"])  # re-ID configs (backbone, loss)
     reid_overrides: list[str] = field(default_factory=list)  # applied to every re-ID config
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # portion and seed are set per cell
@@ -133,9 +144,14 @@ def check_experiment(cfg: ExperimentConfig) -> list:
     check_root(data, ("train",))
     if NONE in cfg.generators or FULL in cfg.generators:
         raise ReidaugError(f"generator labels '{NONE}' and '{FULL}' are reserved")
-    for label, ckpt in cfg.generators.items():
-        if not Path(ckpt).exists():
-            raise ReidaugError(f"checkpoint of generator {label!r} not found: {ckpt}")
+    for label, spec in cfg.generators.items():
+        if trained_here(spec):
+            from reidaug.train.config import load_method_config
+
+            method, config = trained_here(spec)
+            load_method_config(method, config)  # an unknown method or a bad config: refused now, not in a task
+        elif not Path(spec).exists():
+            raise ReidaugError(f"checkpoint of generator {label!r} not found: {spec}")
     if any(not 0 < p <= 1 for p in cfg.portions):
         raise ReidaugError(f"portions must be in (0, 1]: {cfg.portions}")
     c = cfg.cluster
@@ -160,14 +176,20 @@ def plan(cfg: ExperimentConfig, reid_cfgs: list) -> list[Cell]:
 
 
 def build_source(src: Source, cfg: ExperimentConfig, data: Path, out: Path, show_progress: bool = True) -> Path:
-    """The Market root of a training set: the real one, M_p^R (links) or M_p^A (a generation by augment)."""
+    """The Market root of a training set: the real one, M_p^R (links) or M_p^A (a generation by augment, after
+    training the generator on M_p^R for a train:METHOD[:CONFIG] spec)."""
     if src.generator == FULL:
         return data
     acfg = replace(cfg.augment, portion=src.portion, seed=src.seed)
     if src.generator == NONE:
         return reduced_root(data, out / src.folder, acfg)
-    r = augment(data, out / src.folder, cfg.generators[src.generator], acfg, device=cfg.device,
-                show_progress=show_progress)  # fmt: skip
+    spec = cfg.generators[src.generator]
+    if trained_here(spec):
+        method, config = trained_here(spec)
+        r = augment(data, out / src.folder, None, replace(acfg, generator_trained_on="reduced"), method=method,
+                    method_config=config, device=cfg.device, show_progress=show_progress)  # fmt: skip
+    else:
+        r = augment(data, out / src.folder, spec, acfg, device=cfg.device, show_progress=show_progress)
     return r.augmented_root
 
 

@@ -230,10 +230,14 @@ def write_html_report(exp: str | Path, out: str | Path | None = None) -> Path:
 
             samples.append({"generator": label, "image": rel(grid), "width": 2 * read_image(grid).shape[1],
                             "caption": "each row: source | target pose | generated | the real image it replaces"})  # fmt: skip
-        ckpt = Path((cfg.get("generators") or {}).get(label, ""))
+        spec = (cfg.get("generators") or {}).get(label, "")
+        ckpt = Path(spec)
         run = ckpt if ckpt.is_dir() else ckpt.parent.parent
         meta = {}
         first = sorted((exp / "augment" / label).glob("p*_s*/augment.json"))
+        if spec.startswith("train:") and first:  # trained on each M_p^R: the first one's run
+            run = first[0].parent / "generator"
+            ckpt = run / "checkpoints" / "latest.pt"
         if first:
             meta = json.loads(first[0].read_text()).get("generator", {})
         generators.append({"label": label, "method": meta.get("method", "?"), "checkpoint": str(ckpt),

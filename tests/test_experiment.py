@@ -129,3 +129,28 @@ def test_ray_executor_without_ray(setup, tmp_path, monkeypatch):
     with pytest.raises(ReidaugError, match=r"^--executor ray needs Ray: pip install 'reidaug\[cluster\]'$"):
         run_experiment(_cfg(root, ckpt, tmp_path / "o", **{"cluster.executor": "ray"}), show_progress=False)
     assert not (tmp_path / "o").exists()
+
+
+def test_leakage_free_generators_are_trained_per_reduced_set(setup, tmp_path):
+    """A train:METHOD:CONFIG generator is trained on each M_p^R (never on a removed image) before generating."""
+    from omegaconf import OmegaConf
+    from tiny_market import TINY_PATN
+
+    from reidaug.models.checkpoint import load_checkpoint
+
+    root, ckpt, _ = setup
+    tiny = tmp_path / "tiny-patn.yaml"
+    tiny.write_text("base: methods/patn\n" + OmegaConf.to_yaml(OmegaConf.from_dotlist([*TINY_PATN, "train.iterations=1"])))
+    out = tmp_path / "lf"
+    cfg = _cfg(root, ckpt, out, portions="[0.3]", metrics="[]", **{"augment.generator_trained_on": "reduced"})
+    cfg.generators = {"patn": f"train:patn:{tiny}"}
+    paths = run_experiment(cfg, show_progress=False)
+    assert sorted(pd.read_csv(paths["csv"]).generator) == ["none", "patn"]
+    aug = out / "augment" / "patn" / "p0.3_s0"
+    seen = set(load_checkpoint(aug / "generator" / "checkpoints" / "latest.pt")["data"]["images"])
+    kept = set(pd.read_csv(aug / "kept.csv").name)
+    assert seen and seen <= kept  # trained on M_p^R alone
+    assert json.loads((aug / "summary.json").read_text())["generator"]["trained_on"] == "reduced"
+    with pytest.raises(ReidaugError, match="config is for method 'patn', not 'xinggan'"):
+        cfg.generators = {"patn": f"train:xinggan:{tiny}"}
+        run_experiment(cfg, show_progress=False)
