@@ -324,17 +324,21 @@ def _run(ray, cfg: ExperimentConfig, cells: list[Cell], todo: list[Cell], data: 
 
     pending: dict = {}  # ObjectRef -> ("source", Source) | ("cell", Cell) | ("metrics", label)
     roots: dict[Source, object] = {}  # Source -> its root: a path, or the ObjectRef of the task building it
-    for cell in todo:
-        src = cell.source
-        if src in roots:
-            continue
-        if src.generator in (FULL, NONE):  # the real set, or links the driver writes in a moment
-            roots[src] = str(build_source(src, cfg, data, out, show_progress=False))
-        else:
+    for src in dict.fromkeys(x.source for x in todo):  # generated sets first: the longest chains
+        if src.generator == FULL:
+            roots[src] = str(data)
+        elif src.generator != NONE:
             roots[src] = source_task.remote(src, cfg, str(data), str(out), run)
             pending[roots[src]] = ("source", src)
     for cell in todo:
-        pending[cell_task.remote(cell, roots[cell.source], str(out), run)] = ("cell", cell)
+        if cell.source in roots:
+            pending[cell_task.remote(cell, roots[cell.source], str(out), run)] = ("cell", cell)
+    for src in dict.fromkeys(x.source for x in todo if x.source.generator == NONE):
+        roots[src] = str(build_source(src, cfg, data, out, show_progress=False))  # links, while the cluster works
+        console.print(f"wrote {src.folder}", markup=False)
+        for cell in todo:
+            if cell.source == src:
+                pending[cell_task.remote(cell, roots[src], str(out), run)] = ("cell", cell)
     if cfg.metrics:
         for label in cfg.generators:
             if (out / "image_metrics" / f"{label}.json").is_file():

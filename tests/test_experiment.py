@@ -154,3 +154,11 @@ def test_leakage_free_generators_are_trained_per_reduced_set(setup, tmp_path):
     with pytest.raises(ReidaugError, match="config is for method 'patn', not 'xinggan'"):
         cfg.generators = {"patn": f"train:xinggan:{tiny}"}
         run_experiment(cfg, show_progress=False)
+
+
+def test_cli_address_needs_ray(setup, run_cli, tmp_path):
+    root, ckpt, _ = setup
+    code, _, err = run_cli("experiment", "--config", "experiments/demo", "--data", root, "--out", tmp_path / "o",
+                           "--address", "127.0.0.1:6379")  # fmt: skip
+    assert code == 2 and err.strip() == "reidaug: error: --address is the Ray head's: use it with --executor ray"
+    assert not (tmp_path / "o").exists()

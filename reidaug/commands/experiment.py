@@ -29,6 +29,7 @@ def command(
     that still fail after [cyan]cluster.retries[/] are listed, marked in the table, and the exit code is 1; the
     same command completes them). Config: [cyan]configs/experiments/table6.yaml[/] (demo:
     [cyan]experiments/demo[/]); cluster guide: docs/cluster.md."""
+    from reidaug.errors import ReidaugError
     from reidaug.experiment import CellsFailed, load_experiment, run_experiment
     from reidaug.utils.progress import console
 
@@ -41,6 +42,8 @@ def command(
         overrides.append(f"cluster.executor={executor}")
     cfg = load_experiment(config, overrides)
     if address is not None:  # as given: a YAML reading of HOST:PORT could turn it into a number
+        if cfg.cluster.executor != "ray":
+            raise ReidaugError("--address is the Ray head's: use it with --executor ray")
         cfg.cluster.address = address
     failed: dict[str, str] = {}
     try:
