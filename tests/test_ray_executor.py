@@ -1,8 +1,8 @@
 """`reidaug experiment --executor ray` on a real two-node Ray cluster on this machine (`ray start --head` plus
 one `ray start --address` worker node, one CPU each): the CI-size sweep of test_experiment runs its cells in
 several worker processes; a worker killed in the middle of a cell makes that cell fail (no retries in the first
-run), reported and marked missing; the same command then completes it, leaves the finished cells alone and gives
-the local executor's table. Addresses are 127.0.0.1 (Ray itself resolves them to this machine's own address for
+run), reported and marked missing; the same command then completes it (surviving one more killed worker through
+Ray's retry), leaves the finished cells alone and gives the local executor's table. Addresses are 127.0.0.1 (Ray itself resolves them to this machine's own address for
 a multi-node cluster). Every Ray process started here is in a process group killed at the end.
 """
 
