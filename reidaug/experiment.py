@@ -29,7 +29,7 @@ from reidaug.config import load_config, to_yaml
 from reidaug.data.market import check_root
 from reidaug.errors import ReidaugError
 from reidaug.report import CELL_COLUMNS, FULL, NONE, RESULT_COLUMNS, write_html_report, write_report
-from reidaug.utils.io import atomic_path, atomic_write_text, portable
+from reidaug.utils.io import atomic_path, atomic_write_text, portable, read_json
 from reidaug.utils.progress import console
 
 EXECUTORS = ("local", "ray")
@@ -135,8 +135,13 @@ def reduced_root(data: Path, out: Path, acfg: AugmentConfig) -> Path:
 
 
 def check_experiment(cfg: ExperimentConfig) -> list:
-    """Refuse a bad config before anything runs; returns the re-ID configs."""
-    from reidaug.reid.config import ReidConfig
+    """Refuse a bad config before anything runs (or is written); returns the re-ID configs."""
+    from reidaug.augment.build import check_config as check_augment
+    from reidaug.metrics.generated import MetricsConfig
+    from reidaug.metrics.generated import check_config as check_metrics
+    from reidaug.models.checkpoint import resolve_checkpoint
+    from reidaug.reid.config import ReidConfig, validate
+    from reidaug.utils.io import check_torch_file
 
     data = Path(cfg.data)
     if not data.is_dir():
@@ -152,8 +157,17 @@ def check_experiment(cfg: ExperimentConfig) -> list:
             load_method_config(method, config)  # an unknown method or a bad config: refused now, not in a task
         elif not Path(spec).exists():
             raise ReidaugError(f"checkpoint of generator {label!r} not found: {spec}")
+        else:
+            check_torch_file(resolve_checkpoint(spec), f"checkpoint of generator {label!r}")
+    if not cfg.portions or not cfg.seeds or not cfg.reid:
+        raise ReidaugError("an experiment needs at least one portion, one seed and one re-ID config")
     if any(not 0 < p <= 1 for p in cfg.portions):
         raise ReidaugError(f"portions must be in (0, 1]: {cfg.portions}")
+    for p in cfg.portions:
+        if p < 1:
+            check_augment(replace(cfg.augment, portion=p))
+    if cfg.metrics and cfg.generators:
+        check_metrics(MetricsConfig(metrics=list(cfg.metrics), device=cfg.device))
     c = cfg.cluster
     if c.executor not in EXECUTORS:
         raise ReidaugError(f"executor must be one of {', '.join(EXECUTORS)}, got {c.executor!r}")
@@ -162,7 +176,7 @@ def check_experiment(cfg: ExperimentConfig) -> list:
     for what, r in (("cell", c.cell), ("augment", c.augment)):
         if min(r.num_cpus, r.num_gpus, r.memory_gb) < 0:
             raise ReidaugError(f"cluster.{what} resources must be >= 0")
-    return [load_config(ReidConfig, name, cfg.reid_overrides) for name in cfg.reid]
+    return [validate(load_config(ReidConfig, name, cfg.reid_overrides)) for name in cfg.reid]
 
 
 def plan(cfg: ExperimentConfig, reid_cfgs: list) -> list[Cell]:
@@ -304,8 +318,7 @@ def collect(out: Path) -> pd.DataFrame:
     """One row per finished cell (its metrics.json)."""
     rows = []
     for f in sorted((out / "cells").glob("*/metrics.json")):
-        m = json.loads(f.read_text())
-        c = json.loads((f.parent / "cell.json").read_text())
+        m, c = read_json(f), read_json(f.parent / "cell.json")
         rows.append({"generator": c["generator"], "backbone": m["backbone"], "loss": m["loss"],
                      "portion": c["portion"], "seed": c["seed"],
                      "mAP": m["mAP"], "rank1": m["rank1"], "rank5": m["rank5"], "rank10": m["rank10"],

@@ -18,11 +18,19 @@ skipped, stale temporary files of an interrupted run are removed, and a marker f
 checkpoint so a folder is never completed with another model. `manifest.csv` (name, pid, camid, source,
 [source_1, ...], target_pose_from, method, checkpoint_sha256, seed) is rewritten atomically at the end; rows of
 earlier calls for other names are kept (deduplicated by name).
+
+The output (`check_output`): never inside a dataset's split folders (generated images there would be read as
+real ones) nor a folder holding the dataset; a non-empty folder only when it is an earlier output of the same
+method and checkpoint. `overwrite` replaces a non-empty folder whole and atomically: the new one is built under
+a hidden sibling name and swapped in at the end (an interruption leaves the old one intact). A refusal leaves
+nothing behind: everything is checked before the first write, and a folder this call made is removed again when
+an expected failure (a bad image, a full disk) stops it before its first image.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,13 +41,14 @@ import torch
 
 from reidaug.data.keypoints import Annotations
 from reidaug.data.market import format_name, is_market_name, parse_name
-from reidaug.errors import ReidaugError, offenders
+from reidaug.errors import ReidaugError, offenders, user_message
 from reidaug.models.checkpoint import load_generator
 from reidaug.utils.io import atomic_write_text
 
 JOB_COLUMNS = ["out_name", "source", "target_pose_from"]
 MANIFEST = "manifest.csv"
 MARKER = ".reidaug-generate.json"
+MARKER_KEYS = ("method", "checkpoint_sha256")  # a folder holds the images of one method and checkpoint
 GENERATED_SEQUENCE = 0  # Market sequences are 1..6
 
 
@@ -127,6 +136,64 @@ def check_jobs(jobs: pd.DataFrame, paths: dict[str, str], ann: Annotations) -> N
     check_names(src.ravel().tolist(), list(jobs["target_pose_from"]), paths, ann)
 
 
+def check_config(cfg: GenerateConfig) -> None:
+    from reidaug.utils.runtime import AMP_DTYPES
+
+    checks = [(cfg.batch_size >= 1, f"batch_size must be at least 1, got {cfg.batch_size}"),
+              (cfg.num_workers >= 0, f"num_workers must be >= 0, got {cfg.num_workers}"),
+              (cfg.writer_threads >= 1, f"writer_threads must be at least 1, got {cfg.writer_threads}"),
+              (0 <= cfg.jpeg_quality <= 100, f"jpeg_quality must be in 0..100, got {cfg.jpeg_quality}"),
+              (cfg.amp_dtype in AMP_DTYPES, f"amp_dtype must be one of {', '.join(AMP_DTYPES)}, got {cfg.amp_dtype!r}")]  # fmt: skip
+    for ok, message in checks:
+        if not ok:
+            raise ReidaugError(message)
+
+
+def _holds(outer: Path, inner: Path) -> bool:
+    outer, inner = outer.resolve(), inner.resolve()
+    return outer == inner or outer in inner.parents
+
+
+def check_output(out: Path, data_root, extra: dict, overwrite: bool, inputs=()) -> bool:
+    """Refuse an output folder generation must not write (see the module doc); nothing is written. True when
+    `out` holds something already (`overwrite` then replaces it whole)."""
+    from reidaug.data.market import SPLITS
+
+    if out.exists() and not out.is_dir():
+        raise ReidaugError(f"output {out} exists and is not a folder")
+    split = next((p for p in (out.resolve(), *out.resolve().parents) if p.name in SPLITS.values()
+                  and any((p.parent / s).is_dir() for s in SPLITS.values())), None)  # a Market root's split  # fmt: skip
+    if split is not None:
+        raise ReidaugError(f"output {out} is inside the split folder {split}: generated images there would be read "
+                           "as real ones; choose another --out")  # fmt: skip
+    if data_root is not None and _holds(out, Path(data_root)):
+        raise ReidaugError(f"output {out} holds the dataset {data_root}; choose another --out")
+    held = [e for e in out.iterdir() if not (e.name.startswith(".") and e.name.endswith(".tmp"))] if out.is_dir() else []
+    if not held:
+        return False
+    if overwrite:
+        mine = [str(p) for p in inputs if p is not None and _holds(out, Path(p))]
+        if mine:
+            raise ReidaugError(f"--overwrite would delete {mine[0]}, an input of this run, with {out}")
+        return True
+    marker = out / MARKER
+    if not marker.is_file():
+        raise ReidaugError(f"output folder {out} is not empty and holds no generate output (pass --overwrite to "
+                           "replace it)")  # fmt: skip
+    try:
+        old = json.loads(marker.read_text(encoding="utf-8"))
+        old = old if isinstance(old, dict) else None
+    except (ValueError, UnicodeDecodeError):
+        old = None
+    if old is None:
+        raise ReidaugError(f"{marker} is damaged; use a new --out or --overwrite")
+    diff = [k for k in MARKER_KEYS if k in extra and k in old and old[k] != extra[k]]
+    if diff:
+        raise ReidaugError(f"{out} holds images of another {' and '.join(diff)} ({old.get('method')}, "
+                           f"{str(old.get('checkpoint_sha256'))[:12]}); use a new --out or --overwrite")  # fmt: skip
+    return True
+
+
 def clean_stale(out_dir: Path) -> int:
     """Remove temporary files a killed run left (`.NAME.XXXX.tmp` of atomic writes)."""
     n = 0
@@ -136,34 +203,24 @@ def clean_stale(out_dir: Path) -> int:
     return n
 
 
-def _check_marker(out_dir: Path, extra: dict, overwrite: bool) -> None:
-    """A folder holds images of one method and checkpoint: refuse to complete it with another."""
-    path = out_dir / MARKER
-    keys = ("method", "checkpoint_sha256")
-    if path.is_file() and not overwrite:
-        old = json.loads(path.read_text())
-        diff = [k for k in keys if k in extra and k in old and old[k] != extra[k]]
-        if diff:
-            raise ReidaugError(f"{out_dir} holds images of another {' and '.join(diff)} "
-                               f"({old.get('method')}, {str(old.get('checkpoint_sha256'))[:12]}); use a new --out")  # fmt: skip
-    atomic_write_text(path, json.dumps({k: extra.get(k) for k in keys}) + "\n")
-
-
 def generate_images(generator, jobs: pd.DataFrame, data_root: str | Path, annotations: Annotations,
                     out_dir: str | Path, cfg: GenerateConfig | None = None, *, device="auto",
                     manifest_extra: dict | None = None, overwrite: bool = False, show_progress: bool = True,
-                    on_batch=None, paths: dict[str, str] | None = None) -> GenerateResult:  # fmt: skip
+                    on_batch=None, paths: dict[str, str] | None = None, inputs=()) -> GenerateResult:  # fmt: skip
     """Generate `jobs` (out_name, source[, source_1 ...], target_pose_from) with `generator` (a PoseGenerator,
     see reidaug.models.method) into `out_dir`.
 
     Source images are read from `data_root`; source and target keypoints come from `annotations` (so a target
     pose may be any annotated image). Finished images are skipped; `manifest_extra` (method,
     checkpoint_sha256, seed, ...) is added to every manifest row. `on_batch(k)` runs after batch k is queued.
+    `overwrite` replaces a non-empty `out_dir` whole (`inputs`: files it must not hold then).
     """
     from reidaug.data.samples import SampleDataset, image_index, make_loader
+    from reidaug.utils.io import staged_dir
     from reidaug.utils.runtime import resolve_device, seed_all
 
     cfg = cfg or GenerateConfig()
+    check_config(cfg)
     extra = dict(manifest_extra or {})
     paths = paths if paths is not None else image_index(data_root)
     jobs = jobs.reset_index(drop=True)
@@ -174,26 +231,35 @@ def generate_images(generator, jobs: pd.DataFrame, data_root: str | Path, annota
     dev = device if isinstance(device, torch.device) else resolve_device(device)
 
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ReidaugError(f"output {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    _check_marker(out, extra, overwrite)
-    clean_stale(out)
-    if overwrite:
-        for n in jobs["out_name"]:
-            (out / n).unlink(missing_ok=True)
-    done = jobs["out_name"].map(lambda n: (out / n).is_file()).to_numpy(bool)
-    todo = jobs[~done].reset_index(drop=True)
+    SampleDataset(jobs[job_source_columns(m)].to_numpy(dtype=object), jobs["target_pose_from"], paths,
+                  annotations)  # the keypoint checks (inside the image ...), before anything is written  # fmt: skip
 
-    if len(todo):
-        seed_all(cfg.seed)
-        ds = SampleDataset(todo[job_source_columns(m)].to_numpy(dtype=object), todo["target_pose_from"], paths,
-                           annotations)  # fmt: skip
-        loader = make_loader(ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
-                             pin_memory=dev.type == "cuda", seed=cfg.seed)  # fmt: skip
-        _run(generator, loader, todo["out_name"].tolist(), out, cfg, dev, show_progress, on_batch)
-    manifest = write_manifest(out, jobs, extra)
-    return GenerateResult(out, len(todo), int(done.sum()), manifest)
+    def into(folder: Path) -> GenerateResult:
+        atomic_write_text(folder / MARKER, json.dumps({k: extra.get(k) for k in MARKER_KEYS}) + "\n")
+        clean_stale(folder)
+        done = jobs["out_name"].map(lambda n: (folder / n).is_file()).to_numpy(bool)
+        todo = jobs[~done].reset_index(drop=True)
+        if len(todo):
+            seed_all(cfg.seed)
+            ds = SampleDataset(todo[job_source_columns(m)].to_numpy(dtype=object), todo["target_pose_from"], paths,
+                               annotations)  # fmt: skip
+            loader = make_loader(ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers,
+                                 pin_memory=dev.type == "cuda", seed=cfg.seed)  # fmt: skip
+            _run(generator, loader, todo["out_name"].tolist(), folder, cfg, dev, show_progress, on_batch)
+        manifest = write_manifest(folder, jobs, extra)
+        return GenerateResult(out, len(todo), int(done.sum()), out / manifest.name)
+
+    if check_output(out, data_root, extra, overwrite, inputs) and overwrite:
+        with staged_dir(out, overwrite=True) as tmp:  # the old folder stays until the new one is complete
+            return into(tmp)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        return into(out)
+    except Exception as e:
+        if created and user_message(e) is not None and not any(out.glob("*.jpg")):
+            shutil.rmtree(out, ignore_errors=True)  # refused before the first image: nothing left behind
+        raise
 
 
 def _run(generator, loader, names, out: Path, cfg: GenerateConfig, dev, show_progress, on_batch) -> None:
@@ -276,6 +342,7 @@ def generate(checkpoint: str | Path, pairs: str | Path | pd.DataFrame, data_root
     from reidaug.utils.io import file_sha256
 
     cfg = cfg or GenerateConfig()
+    check_config(cfg)
     ckpt_path = resolve_checkpoint(checkpoint)
     ckpt = load_checkpoint(ckpt_path)
     check_method(ckpt, method_name, ckpt_path)
@@ -296,5 +363,7 @@ def generate(checkpoint: str | Path, pairs: str | Path | pd.DataFrame, data_root
     check_names(source_names(df, m).ravel().tolist() + to, to, paths, ann)  # the `to` images are in the root too
     jobs = jobs_from_pairs(df, num_sources=m)
     extra = {"method": ckpt["method"], "checkpoint_sha256": file_sha256(ckpt_path), "seed": cfg.seed}
+    inputs = [ckpt_path, None if isinstance(pairs, pd.DataFrame) else pairs, *files]
     return generate_images(generator, jobs, data_root, ann, out_dir, cfg, device=device, manifest_extra=extra,
-                           overwrite=overwrite, show_progress=show_progress, on_batch=on_batch, paths=paths)  # fmt: skip
+                           overwrite=overwrite, show_progress=show_progress, on_batch=on_batch, paths=paths,
+                           inputs=inputs)  # fmt: skip

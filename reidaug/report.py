@@ -175,21 +175,22 @@ def write_html_report(exp: str | Path, out: str | Path | None = None) -> Path:
     per portion, each generator's image metrics, samples and training losses, and what was run. Images are
     linked by relative paths: the folder opens from disk in a browser."""
     import datetime
-    import json
     import os
 
     from jinja2 import Environment, FileSystemLoader, select_autoescape
     from omegaconf import OmegaConf
 
-    from reidaug.errors import ReidaugError
+    from reidaug.errors import ReidaugError, first_line
+    from reidaug.utils.io import check_writable, read_json, read_table
     from reidaug.utils.runtime import package_versions
 
     exp = Path(exp)
     if not (exp / "results.csv").is_file():
         raise ReidaugError(f"{exp} is not a finished experiment (no results.csv); run reidaug experiment first")
-    out = Path(out) if out is not None else exp / "report.html"
+    out = check_writable(Path(out) if out is not None else exp / "report.html", "file")
     rel = lambda p: os.path.relpath(p, out.parent)  # noqa: E731
-    results = pd.read_csv(exp / "results.csv")
+    results = read_table(exp / "results.csv", ("generator", "backbone", "loss"),
+                         ("portion", "seed", "mAP", "rank1", "rank5", "rank10"))  # fmt: skip
     s = summarize(results)
     planned = pd.read_csv(exp / "cells.csv", keep_default_na=False) if (exp / "cells.csv").is_file() else None
     portions = sorted(set(s.portion) | (set(planned.portion) if planned is not None else set()))
@@ -208,9 +209,16 @@ def write_html_report(exp: str | Path, out: str | Path | None = None) -> Path:
                   "cls": "" if p not in by_p else ("good" if by_p[p] > 0 else "bad")} for p in gap_portions]  # fmt: skip
         gaps.append({"generator": gen, "reid": f"{backbone} ({loss})", "cells": cells})
 
-    cfg = OmegaConf.to_container(OmegaConf.load(exp / "experiment.yaml")) if (exp / "experiment.yaml").is_file() else {}
+    cfg = {}
+    if (exp / "experiment.yaml").is_file():
+        try:
+            cfg = OmegaConf.to_container(OmegaConf.load(exp / "experiment.yaml"))
+        except Exception as e:  # yaml and decoding errors carry multi-line context
+            raise ReidaugError(f"cannot parse {exp / 'experiment.yaml'}: {first_line(e)}") from None
+        cfg = cfg if isinstance(cfg, dict) else {}
+    runs = exp / "augment"
     labels = list((cfg.get("generators") or {}).keys()) or sorted(
-        d.name for d in (exp / "augment").iterdir() if d.is_dir() and d.name != NONE)
+        d.name for d in (runs.iterdir() if runs.is_dir() else ()) if d.is_dir() and d.name != NONE)
     metrics, samples, curves, generators = [], [], [], []
     files = out.parent / "report_files"
     for i, label in enumerate(labels):
@@ -218,7 +226,7 @@ def write_html_report(exp: str | Path, out: str | Path | None = None) -> Path:
         if mpath.is_file():
             from reidaug.metrics.generated import skipped_lines
 
-            m = json.loads(mpath.read_text())
+            m = read_json(mpath)
             marked = set(m.get("random_weights", []))
             values = {k: f"{m['metrics'][k]:.3f}" + ("*" if k in marked else "") for k in METRIC_KEYS
                       if k in m["metrics"]}  # fmt: skip
@@ -239,7 +247,7 @@ def write_html_report(exp: str | Path, out: str | Path | None = None) -> Path:
             run = first[0].parent / "generator"
             ckpt = run / "checkpoints" / "latest.pt"
         if first:
-            meta = json.loads(first[0].read_text()).get("generator", {})
+            meta = (read_json(first[0]) or {}).get("generator", {})
         generators.append({"label": label, "method": meta.get("method", "?"), "checkpoint": str(ckpt),
                            "sha256": meta.get("checkpoint_sha256", ""), "iteration": meta.get("iteration", "?"),
                            "config": (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else "–"})  # fmt: skip

@@ -128,7 +128,7 @@ def test_refusals_name_the_first_mismatch(tmp_path, run_cli):
     (tmp_path / "g.pth").write_bytes(np.random.default_rng(0).bytes(300))
     code, _, err = run_cli("import-checkpoint", "--from", "pose-transfer", tmp_path / "g.pth", "--out",
                            tmp_path / "run")  # fmt: skip
-    assert code == 2 and "cannot read state dict" in err and "not a PyTorch file (Unsupported operand" in err
+    assert code == 2 and err.strip().endswith(f"cannot read state dict {tmp_path / 'g.pth'}: not a PyTorch file")
     assert "weights_only" not in err
     code, _, err = run_cli(
         "import-checkpoint", "--from", "nope", tmp_path / "g.pth", "--out", tmp_path / "run"

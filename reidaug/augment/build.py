@@ -24,12 +24,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from reidaug.augment.protocol import plan_enlargement, plan_replacements, select_reduced
+from reidaug.augment.protocol import POSE_SOURCES, plan_enlargement, plan_replacements, select_reduced
 from reidaug.config import to_dict
 from reidaug.data.keypoints import Annotations, read_annotations
 from reidaug.data.market import SPLITS, annotation_path, check_root, read_split
 from reidaug.errors import ReidaugError, offenders
 from reidaug.generate import GenerateConfig, generated_name
+from reidaug.generate import check_config as check_generate_config
 from reidaug.utils.io import atomic_path, atomic_write_text, check_output_dir, portable
 
 TRAINED_ON = ("full", "reduced")
@@ -69,6 +70,9 @@ def check_config(cfg: AugmentConfig) -> None:
         raise ReidaugError("portion 1.0 removes nothing: use --ratio 2|3 to enlarge the full set")
     if cfg.generator_trained_on not in TRAINED_ON:
         raise ReidaugError(f"generator-trained-on must be one of {', '.join(TRAINED_ON)}")
+    if cfg.pose_source not in POSE_SOURCES:
+        raise ReidaugError(f"pose source must be one of {', '.join(POSE_SOURCES)}, got {cfg.pose_source!r}")
+    check_generate_config(cfg.generate)
 
 
 def kept_split(data_root: str | Path, cfg: AugmentConfig) -> tuple[pd.DataFrame, pd.Series]:
@@ -187,14 +191,25 @@ def _claim(out: Path, settings: dict, overwrite: bool) -> None:
     """A folder holds one augmentation: refuse to complete it with other settings."""
     path = out / SETTINGS
     if path.is_file() and not overwrite:
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            old = None
+        if not isinstance(old, dict):
+            raise ReidaugError(f"{path} is damaged; use a new --out or --overwrite")
         keep = {k: old.get(k) for k in ("data_root", "config", "generator")}
         if keep != settings:
             raise ReidaugError(f"{out} holds an augmentation with other settings; use a new --out or --overwrite")
         return
     check_output_dir(out, overwrite)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
+    try:
+        atomic_write_text(path, json.dumps(settings, indent=2) + "\n")
+    except OSError:
+        if created:  # a full disk: no empty claimed folder left behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def augment(data_root: str | Path, out: str | Path, checkpoint: str | Path | None = None,
@@ -210,39 +225,45 @@ def augment(data_root: str | Path, out: str | Path, checkpoint: str | Path | Non
     Without `checkpoint`, and with `generator_trained_on='reduced'`, a generator (`method`, its config and
     overrides) is first trained on the pairs of M_p^R alone into OUT/generator (resumed on a rerun).
     """
+    from reidaug.data.samples import SampleDataset, image_index
     from reidaug.generate import check_sources, generate_images, job_source_columns
     from reidaug.models.checkpoint import load_generator
+    from reidaug.models.registry import get as get_method
+    from reidaug.utils.runtime import resolve_device
 
     cfg = cfg or AugmentConfig()
     check_config(cfg)
     if materialize not in MATERIALIZE:
         raise ReidaugError(f"--materialize must be one of {', '.join(MATERIALIZE)}, got {materialize!r}")
+    resolve_device(device)
     data_root, out = check_root(data_root, ("train",)), Path(out)
     ann_path = Path(annotations or annotation_path(data_root))
     ann = read_annotations(ann_path)
     train, kept = kept_split(data_root, cfg)
     kept_names = set(train.name[kept])
 
+    # Everything is checked before the folder is claimed: a refusal leaves nothing behind.
     if checkpoint is None and cfg.generator_trained_on != "reduced":
         raise ReidaugError("--checkpoint is required (or --generator-trained-on reduced to train one on M_p^R)")
-    if checkpoint is None:  # the generator is trained here, on M_p^R: claim the folder first
+    claimed = checkpoint is None
+    if claimed:  # the generator is trained here, on M_p^R: claim the folder first
+        get_method(method)
         if cfg.generate.sources is not None:  # checked before training it
             check_sources(_method_generator(method, method_config, method_overrides), cfg.generate.sources, method)
         _claim(out, _settings(cfg, data_root, {"method": method, "trained_on": "reduced"}), overwrite)
         checkpoint = train_on_reduced(data_root, ann_path, ann, kept_names, out / "generator", method,
                                       method_config, method_overrides, device, show_progress)  # fmt: skip
-        ckpt_path, ckpt = _load(checkpoint, kept_names, cfg)
-        generator, _ = load_generator(ckpt_path, ckpt=ckpt)
-    else:
-        ckpt_path, ckpt = _load(checkpoint, kept_names, cfg)
-        generator, _ = load_generator(ckpt_path, ckpt=ckpt)
-        if cfg.generate.sources is not None:
-            check_sources(generator, cfg.generate.sources, ckpt["method"])
-        _claim(out, _settings(cfg, data_root, _generator_meta(ckpt_path, ckpt, cfg)), overwrite)
+    ckpt_path, ckpt = _load(checkpoint, kept_names, cfg)
+    generator, _ = load_generator(ckpt_path, ckpt=ckpt)
+    if not claimed and cfg.generate.sources is not None:
+        check_sources(generator, cfg.generate.sources, ckpt["method"])
     meta = _generator_meta(ckpt_path, ckpt, cfg)
     m = generator.num_sources if cfg.generate.sources is None else cfg.generate.sources
     jobs = plan_jobs(train, kept, ann, cfg, m)
     src_cols = job_source_columns(m)
+    SampleDataset(jobs[src_cols].to_numpy(dtype=object), jobs["target_pose_from"], image_index(data_root), ann)
+    if not claimed:
+        _claim(out, _settings(cfg, data_root, meta), overwrite)
 
     cols = ["name", "pid", "camid"]
     for name, table in (("kept.csv", train[kept][cols]), ("removed.csv", train[~kept][cols]), ("jobs.csv", jobs)):

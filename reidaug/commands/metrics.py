@@ -38,6 +38,7 @@ def command(
     from reidaug.data.market import check_root
     from reidaug.errors import ReidaugError
     from reidaug.metrics.generated import MetricsConfig, compute_metrics, skipped_lines, write_metrics
+    from reidaug.utils.io import check_writable
     from reidaug.utils.progress import console
 
     check_root(data)
@@ -65,6 +66,9 @@ def command(
             raise ReidaugError(f"--split test expects the 12,000 standard test pairs; {pairs} has {len(read_pairs(pairs))}")
     cfg = load_config(MetricsConfig, config or "metrics", overrides)
     out = out or generated / "metrics.json"
+    if out.suffix.lower() != ".json":
+        raise ReidaugError(f"metrics output {out} must be a .json file")
+    check_writable(out, "file")  # before the work, not after it
     result = compute_metrics(generated, data, pairs=pairs, annotations=annotations or None, cfg=cfg,
                              show_progress=not no_progress)  # fmt: skip
     write_metrics(result, out)

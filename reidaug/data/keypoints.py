@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reidaug.data.market import check_cameras
 from reidaug.errors import ReidaugError, offenders
 
 # OpenPose semantics (the reference code's names for 14-17 are L/R-swapped; the on-disk order is the same).
@@ -135,6 +136,8 @@ def read_annotations(path: str | Path) -> Annotations:
         if len(parts) != 3:
             raise ReidaugError(f"{path}:{lineno}: expected 3 colon-separated fields, got {len(parts)}")
         name = parts[0].strip()
+        if not name:
+            raise ReidaugError(f"{path}:{lineno}: a row needs an image name")
         ys = _parse_list(parts[1], lineno, path)
         xs = _parse_list(parts[2], lineno, path)
         names.append(name)
@@ -142,6 +145,7 @@ def read_annotations(path: str | Path) -> Annotations:
     dup = _duplicates(names)
     if dup:
         raise ReidaugError(f"{path}: duplicate image names: {offenders(dup)}")
+    check_cameras(names, path)
     return Annotations(names, np.array(coords, dtype=np.int32).reshape(-1, NUM_JOINTS, 2))
 
 

@@ -2,6 +2,10 @@
 
 pid -1 marks junk images and pid 0 distractors; cameras are 1 to 6. torchreid's `Market1501` parser reads
 `([-\\d]+)_c(\\d)` from `*.jpg` names and asserts 0 <= pid <= 1501 (or -1) and 1 <= camid <= 6.
+
+The camera rule has one home, `name_problem`: a Market-shaped name with camera 0 or 7 to 9 is not a Market name,
+and `check_cameras` refuses it wherever names come in (root folders, keypoint files, pairs files), so no command
+accepts what another refuses.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 JUNK_PID = -1
 DISTRACTOR_PID = 0
 
-_NAME = re.compile(r"^(-1|\d{4})_c(\d)s(\d+)_(\d{6})_(\d{2})\.(jpg|jpeg|png)$")
+CAMERAS = range(1, 7)  # Market-1501's cameras c1..c6
+_NAME = re.compile(r"^(-1|\d{4})_c(\d)s(\d+)_(\d{6})_(\d{2})\.(jpg|jpeg|png)$")  # Market-shaped
 
 
 @dataclass(frozen=True)
@@ -35,24 +40,42 @@ class MarketName:
         return format_name(self.pid, self.camid, self.sequence, self.frame, self.bbox, self.ext)
 
 
-def parse_name(name: str) -> MarketName:
-    """Parse `0002_c1s1_000451_03.jpg`; raise ReidaugError for names that are not Market names."""
+def name_problem(name: str) -> str | None:
+    """Why `name` (a bare name or a path) is not a Market image name; None when it is one."""
     m = _NAME.match(Path(name).name)
     if m is None:
-        raise ReidaugError(f"not a Market-1501 image name: {name!r} (expected PPPP_cCsS_FFFFFF_BB.jpg)")
-    pid, cam, seq, frame, bbox, ext = m.groups()
+        return "expected PPPP_cCsS_FFFFFF_BB.jpg"
+    if int(m.group(2)) not in CAMERAS:
+        return f"camera {m.group(2)} outside Market's range 1..6"
+    return None
+
+
+def parse_name(name: str) -> MarketName:
+    """Parse `0002_c1s1_000451_03.jpg`; raise ReidaugError for names that are not Market names."""
+    problem = name_problem(name)
+    if problem is not None:
+        raise ReidaugError(f"not a Market-1501 image name: {name!r} ({problem})")
+    pid, cam, seq, frame, bbox, ext = _NAME.match(Path(name).name).groups()
     return MarketName(int(pid), int(cam), int(seq), int(frame), int(bbox), ext)
 
 
 def is_market_name(name: str) -> bool:
-    return _NAME.match(Path(name).name) is not None
+    return name_problem(name) is None
+
+
+def check_cameras(names, where) -> None:
+    """Refuse Market-shaped names whose camera is outside 1..6 (other names are not Market names and pass)."""
+    bad = [n for n in names if (m := _NAME.match(Path(str(n)).name)) and int(m.group(2)) not in CAMERAS]
+    if bad:
+        raise ReidaugError(f"{where}: {len(bad)} image names have a camera outside Market's range 1..6: "
+                           f"{offenders(bad)}")  # fmt: skip
 
 
 def format_name(pid: int, camid: int, sequence: int, frame: int, bbox: int, ext: str = "jpg") -> str:
     """The inverse of `parse_name`. Raises for values torchreid's Market parser would reject."""
     if not (pid == JUNK_PID or 0 <= pid <= 1501):
         raise ReidaugError(f"pid {pid} outside Market's range (-1 or 0..1501)")
-    if not 1 <= camid <= 6:
+    if camid not in CAMERAS:
         raise ReidaugError(f"camera {camid} outside Market's range 1..6")
     if not (0 <= sequence <= 9 and 0 <= frame <= 999_999 and 0 <= bbox <= 99):
         raise ReidaugError(f"sequence/frame/bbox out of range: s{sequence} f{frame} b{bbox}")
@@ -96,6 +119,7 @@ def read_split(root: str | Path, split: str) -> pd.DataFrame:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS)
     if not files:
         raise ReidaugError(f"empty folder {folder}: no .jpg/.png images")
+    check_cameras([p.name for p in files], folder)
     bad = [p.name for p in files if not is_market_name(p.name)]
     if bad:
         raise ReidaugError(f"{len(bad)} image names in {folder} do not parse as Market names: {offenders(bad)}")

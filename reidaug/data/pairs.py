@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from reidaug.data.keypoints import MISSING, TORSO, Annotations
+from reidaug.data.market import check_cameras
 from reidaug.errors import ReidaugError, first_line
 
 COLUMNS = ["from", "to"]
@@ -174,7 +175,20 @@ def read_pairs(path: str | Path) -> pd.DataFrame:
         raise ReidaugError(
             f"{path}:{int(np.flatnonzero(empty.to_numpy())[0]) + 2}: a row needs {len(cols)} image names"
         )
+    check_cameras(pd.unique(df[cols].to_numpy().ravel()), path)
     return df
+
+
+def check_same_identity(df: pd.DataFrame, where) -> None:
+    """Training rows pair images of one person: a row whose source and target identities (the text before the
+    first `_`) differ is refused with its line number (the generator would learn to change who is shown)."""
+    to = identity_of(df["to"])
+    for col in source_columns(df):
+        bad = np.flatnonzero(identity_of(df[col]) != to)
+        if len(bad):
+            row = int(bad[0])
+            raise ReidaugError(f"{where}:{row + 2}: {df[col].iat[row]} and {df['to'].iat[row]} show two identities; "
+                               f"training pairs show one person ({len(bad)} such rows)")  # fmt: skip
 
 
 # -- tuples: one target and K sources of the same identity (multi-source methods) -------------------------------

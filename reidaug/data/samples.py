@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from reidaug.data.images import read_image
 from reidaug.data.keypoints import Annotations
-from reidaug.data.market import IMAGE_EXTS, SPLITS, check_root
+from reidaug.data.market import IMAGE_EXTS, SPLITS, check_cameras, check_root
 from reidaug.errors import ReidaugError, offenders
 
 
@@ -38,6 +38,7 @@ def image_index(root: str | Path) -> dict[str, str]:
             for e in it:
                 if e.name.lower().endswith(IMAGE_EXTS) and not e.name.startswith("."):
                     index.setdefault(e.name, e.path)
+    check_cameras(index, root)
     if not index:
         raise ReidaugError(f"no images in {root} (expected {', '.join(SPLITS.values())} folders)")
     return index

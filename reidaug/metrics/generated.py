@@ -23,7 +23,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from reidaug.config import check_choice
 from reidaug.errors import ReidaugError, offenders
+from reidaug.utils.io import read_table
 
 ALL = ("ssim", "ssim_255", "mask_ssim", "l1", "is", "mask_is", "fid", "kid", "lpips", "pckh")
 FID_REAL = ("train", "targets")
@@ -56,6 +58,10 @@ def check_config(cfg: MetricsConfig) -> None:
         raise ReidaugError(f"--weights names {unknown} unknown; choose from {', '.join(WEIGHT_NAMES)}")
     if cfg.batch_size < 1 or cfg.is_splits < 1:
         raise ReidaugError("batch_size and is_splits must be at least 1")
+    if "pckh" in cfg.metrics:
+        from reidaug.pose.base import backend_names
+
+        check_choice("pose_backend", cfg.pose_backend, backend_names())
 
 
 def matched_pairs(generated: Path, paths: dict[str, str], pairs: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -64,10 +70,7 @@ def matched_pairs(generated: Path, paths: dict[str, str], pairs: pd.DataFrame | 
     manifest = generated / "manifest.csv"
     if not manifest.is_file():
         raise ReidaugError(f"{generated} has no manifest.csv (a reidaug generate or augment output)")
-    m = pd.read_csv(manifest, dtype=str, keep_default_na=False)
-    for col in ("name", "source", "target_pose_from"):
-        if col not in m.columns:
-            raise ReidaugError(f"{manifest} lacks the column {col!r}")
+    m = read_table(manifest, ("name", "source", "target_pose_from"))
     missing = [n for n in m["name"] if not (generated / n).is_file()]
     if missing:
         raise ReidaugError(f"{len(missing)} images of {manifest} are missing: {offenders(missing)}")

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from reidaug.errors import ReidaugError, first_line
+from reidaug.utils.io import load_weights
 
 WEIGHT_NAMES = ("inception", "lpips")
 
@@ -107,10 +108,7 @@ def lpips_network(weights: dict[str, str], allow_random: bool) -> Network:
             model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
     if path is None:
         return Network(model.eval(), "random AlexNet trunk (seeded), the package's linear layers", True)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ReidaugError(f"cannot read AlexNet weights {path}: {first_line(e)}") from None
+    state = load_weights(path, what="AlexNet weights")
     for slice_ in (model.net.slice1, model.net.slice2, model.net.slice3, model.net.slice4, model.net.slice5):
         for idx, layer in slice_.named_children():
             if isinstance(layer, nn.Conv2d):

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from reidaug.errors import ReidaugError, first_line
+from reidaug.errors import ReidaugError, offenders
+from reidaug.utils.io import load_weights
 
 FORMAT = "reidaug-gan-checkpoint/2"
 FORMAT_V1 = "reidaug-gan-checkpoint/1"
@@ -30,27 +31,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not path.is_file():
         raise ReidaugError(f"checkpoint {path} not found")
     return path
-
-
-def load_weights(path: Path, map_location="cpu", what: str = "checkpoint"):
-    """`torch.load(weights_only=True)` with one error line: a file that pickles code is refused (never run), a
-    torn or foreign file says what the unpickler found, without torch's advice to turn weights_only off."""
-    import pickle
-    import re
-
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        text = str(e)
-        code = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-        if code:
-            raise ReidaugError(f"{what} {path} needs more than weights to load (it pickles {code.group(1)}): "
-                               "refused, nothing in it was executed") from None  # fmt: skip
-        found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
-        reason = found.group(1) if found else first_line(e)
-        raise ReidaugError(f"cannot read {what} {path}: not a PyTorch file ({reason})") from None
-    except Exception as e:  # torn zip archives, wrong magic numbers, EOF: RuntimeError, EOFError, ValueError ...
-        raise ReidaugError(f"cannot read {what} {path}: {first_line(e)}") from None
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -120,7 +100,11 @@ def load_generator(checkpoint: str | Path | None = None, method_name: str | None
     model_cfg = load_config(spec.model_schema, dict(ckpt["config"].get("model") or {}))
     generator = spec.generator(model_cfg)
     try:
-        generator.load_state_dict(inference_state(ckpt))
-    except RuntimeError as e:
-        raise ReidaugError(f"checkpoint weights do not fit {ckpt['method']}: {first_line(e)}") from None
+        missing, unexpected = generator.load_state_dict(inference_state(ckpt), strict=False)
+    except RuntimeError as e:  # "Error(s) in loading state_dict for X:" then a line per size mismatch
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        raise ReidaugError(f"checkpoint weights do not fit {ckpt['method']}: {lines[1 if len(lines) > 1 else 0][:200]}") from None
+    if missing or unexpected:
+        raise ReidaugError(f"checkpoint weights do not fit {ckpt['method']}: {len(missing)} tensors missing "
+                           f"({offenders(missing, 2)}), {len(unexpected)} unexpected ({offenders(unexpected, 2)})")  # fmt: skip
     return generator.eval(), ckpt

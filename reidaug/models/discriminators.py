@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reidaug.errors import ReidaugError
 from reidaug.models.blocks import (
     ACTIVATIONS,
     NORMS,
@@ -50,6 +51,9 @@ class DiscriminatorConfig:
         check_choice("discriminator.kind", self.kind, KINDS)
         check_choice("discriminator.norm", self.norm, ("same", *NORMS))
         check_choice("discriminator.activation", self.activation, ACTIVATIONS)
+        if min(self.ndf, self.n_blocks + 1, self.n_downsampling + 1) < 1 or not 0 <= self.dropout < 1:
+            raise ReidaugError("discriminator.ndf must be at least 1, n_blocks and n_downsampling >= 0, dropout "
+                               "in [0, 1)")  # fmt: skip
 
 
 class ResnetDiscriminator(nn.Sequential):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from reidaug.data.keypoints import NUM_JOINTS, heatmaps
+from reidaug.errors import ReidaugError
 from reidaug.models.blocks import NORMS, check_choice, init_weights
 from reidaug.models.discriminators import DiscriminatorConfig, build_discriminator
 from reidaug.models.losses import DISTANCES, GAN_MODES, GANLoss, ImagePool, PerceptualLoss
@@ -41,6 +42,11 @@ class FamilyModelConfig:
 
     def __post_init__(self) -> None:
         check_choice("model.norm", self.norm, NORMS)
+        for key in ("image_channels", "pose_channels", "ngf", "n_blocks"):  # n_blocks: each method's own field
+            if getattr(self, key, 1) < 1:
+                raise ReidaugError(f"model.{key} must be at least 1, got {getattr(self, key)}")
+        if self.n_downsampling < 0 or not 0 <= self.dropout < 1:
+            raise ReidaugError("model.n_downsampling must be >= 0 and model.dropout in [0, 1)")
 
 
 @dataclass

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reidaug.errors import ReidaugError, first_line
+from reidaug.errors import ReidaugError
+from reidaug.utils.io import load_weights
 
 # torchvision's VGG-19 ("E") configuration: output channels per 3x3 conv, "M" for a 2x2 max-pool.
 VGG19_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
@@ -63,10 +64,7 @@ def _read_state(weights: str) -> dict[str, torch.Tensor] | None:
         path = Path(weights).expanduser()
         if not path.is_file():
             raise ReidaugError(f"VGG-19 weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ReidaugError(f"cannot read VGG-19 weights {path}: {first_line(e)}") from None
+    state = load_weights(path, what="VGG-19 weights")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

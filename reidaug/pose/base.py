@@ -200,6 +200,8 @@ def extract_poses(
     out = Path(out)
     if out.is_dir():
         raise ReidaugError(f"output {out} is a folder; give a file name such as {out / 'annotation.csv'}")
+    if preview is not None and Path(preview).is_dir():
+        raise ReidaugError(f"--preview {preview} is a folder; give a file name such as {Path(preview) / 'grid.png'}")
     if cfg.batch_size < 1:
         raise ReidaugError(f"batch size must be at least 1, got {cfg.batch_size}")
     size = tuple(cfg.image_size) if cfg.image_size else None

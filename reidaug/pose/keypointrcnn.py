@@ -17,6 +17,7 @@ import numpy as np
 from reidaug.data.keypoints import NUM_JOINTS
 from reidaug.errors import ReidaugError
 from reidaug.pose.mapping import to_coco18, to_pixels
+from reidaug.utils.io import load_weights
 
 if TYPE_CHECKING:
     from reidaug.pose.base import PoseConfig
@@ -74,8 +75,8 @@ class KeypointRCNN:
             min_size=cfg.min_size, max_size=cfg.max_size,
             box_detections_per_img=1,  # only the best person is kept: the keypoint head runs on it alone
         )  # fmt: skip
+        state = load_weights(path, what="Keypoint R-CNN weights")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(state)
         except Exception as e:  # unpickling and key/shape mismatches
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

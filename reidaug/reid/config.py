@@ -12,6 +12,7 @@ SAMPLERS = ("auto", "RandomSampler", "RandomIdentitySampler")
 SCHEDULERS = ("none", "single_step", "multi_step", "cosine")
 OPTIMIZERS = ("adam", "amsgrad", "sgd", "rmsprop", "radam")
 DEVICES = ("auto", "cpu", "cuda")
+TRANSFORMS = ("random_flip", "random_crop", "random_patch", "color_jitter", "random_erase")  # torchreid's
 
 
 @dataclass
@@ -81,6 +82,10 @@ def validate(cfg: ReidConfig) -> ReidConfig:
             f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}",
         ),
         (cfg.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {cfg.device!r}"),
+        (
+            set(cfg.transforms) <= set(TRANSFORMS),
+            f"transforms must be among {', '.join(TRANSFORMS)}, got {list(cfg.transforms)}",
+        ),
         (
             cfg.dist_metric in ("euclidean", "cosine"),
             f"dist_metric must be euclidean or cosine, got {cfg.dist_metric!r}",

@@ -2,7 +2,8 @@
 
 `ReidEngineMixin` over torchreid's `Engine`:
 * `train`: one epoch with a rich progress bar and one log line (torchreid prints every `print_freq` batches),
-  the shared AMP policy on the GPU (reidaug.utils.runtime.Amp: bf16, or fp16 with loss scaling), and a resumable checkpoint every `checkpoint_every` epochs;
+  the shared AMP policy on the GPU (reidaug.utils.runtime.Amp: bf16, or fp16 with loss scaling), and a resumable
+  checkpoint every `checkpoint_every` epochs, RNG state included (`--resume` is exact on the CPU);
 * `save_model`: torchreid's crashes at the end of `run()` without a scheduler (`None.state_dict()`) and pickles a
   numpy `rank1` that torch >= 2.6 cannot load; ours saves Python numbers, atomically;
 * `_evaluate`: our vectorised Market evaluation (`evaluate_market`) instead of torchreid's Python fallback (its
@@ -26,7 +27,7 @@ from reidaug.reid._torchreid import reid
 from reidaug.reid.evaluate import distance_matrix, evaluate_market
 from reidaug.reid.losses import CircleLoss
 from reidaug.reid.weights import save_checkpoint
-from reidaug.utils.runtime import Amp
+from reidaug.utils.runtime import Amp, rng_state, set_rng_state
 
 LAST = "last.pth"  # resumable state, every `checkpoint_every` epochs
 FINAL = "model.pth"  # the trained model (torchreid checkpoint layout: state_dict, epoch, rank1, ...)
@@ -127,10 +128,13 @@ class ReidEngineMixin:
                 "epoch": epochs_done,
                 "history": self.history,
                 "config": to_dict(self.cfg),
+                "rng": rng_state(),  # python (identity sampler), numpy, torch (shuffling, workers, flips, dropout)
             },
         )
 
     def load_state(self, state: dict) -> int:
+        """Continue from `save_state`'s dict: the same weights, optimizer, schedule and random draws (a resumed run
+        on the CPU ends with the uninterrupted run's metrics)."""
         self.model.load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
@@ -138,6 +142,8 @@ class ReidEngineMixin:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.history = list(state.get("history", []))
+        if state.get("rng") is not None:
+            set_rng_state(state["rng"])
         return int(state["epoch"])
 
     def save_model(self, epoch, rank1, save_dir, is_best=False):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -16,13 +17,13 @@ import torch
 
 from reidaug.config import to_dict, to_yaml
 from reidaug.data.market import SPLITS, check_root
-from reidaug.errors import ReidaugError
+from reidaug.errors import ReidaugError, user_message
 from reidaug.reid import dataset as rd
 from reidaug.reid._torchreid import VERSION, reid
 from reidaug.reid.config import ReidConfig, train_sampler, validate
 from reidaug.reid.engine import ENGINES, LAST, torchreid_prints_to
 from reidaug.reid.weights import init_weights, load_checkpoint
-from reidaug.utils.io import atomic_write_text, check_output_dir, portable
+from reidaug.utils.io import atomic_write_text, check_output_dir, check_writable, portable
 from reidaug.utils.progress import console, progress
 from reidaug.utils.runtime import resolve_device, seed_all
 
@@ -56,30 +57,44 @@ def reid_eval(
     run_dir = Path(run_dir) if run_dir else default_run_dir(out_json)
     if run_dir.resolve() == root.resolve() or run_dir.resolve() in root.resolve().parents:
         raise ReidaugError(f"run folder {run_dir} would contain the dataset {root}; choose another --run-dir")
+    check_writable(out_json, "file")  # before the training, not after it
+    check_writable(run_dir, "dir")
     if overwrite:
         check_output_dir(run_dir, overwrite=True)
     elif (run_dir / LAST).is_file() and not resume:
         raise ReidaugError(
             f"{run_dir} holds a checkpoint: pass --resume to continue or --overwrite to restart"
         )
+    state = None
+    if resume and (run_dir / LAST).is_file():  # checked before anything is written
+        state = load_checkpoint(run_dir / LAST)
+        _check_resumable(state, cfg)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     log = _logger(run_dir / "log.txt", show_progress)
     threads = torch.get_num_threads()
+    refused = False
     try:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        return _run(root, cfg, out_json, run_dir, resume, show_progress, log)
+        return _run(root, cfg, out_json, run_dir, state, show_progress, log)
     except ReidaugError as e:
+        refused = True
         log.error("error: %s", _one_line(e))
         raise ReidaugError(_one_line(e)) from None
+    except (OSError, RuntimeError, UnicodeDecodeError) as e:
+        refused = user_message(e) is not None  # an expected failure (full disk, a bad image in a worker ...)
+        raise
     finally:
         torch.set_num_threads(threads)
         for h in list(log.handlers):
             h.close()
             log.removeHandler(h)
+        if refused and created and not (run_dir / LAST).is_file():  # a refusal leaves nothing behind
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def _run(root: Path, cfg: ReidConfig, out_json: Path, run_dir: Path, resume: bool, show: bool, log) -> dict:
+def _run(root: Path, cfg: ReidConfig, out_json: Path, run_dir: Path, state: dict | None, show: bool, log) -> dict:
     t_start = time.time()
     use_gpu = resolve_device(cfg.device).type == "cuda"
     seed_all(cfg.seed)  # python: torchreid's RandomIdentitySampler; torch: init, transforms, workers
@@ -146,9 +161,7 @@ def _run(root: Path, cfg: ReidConfig, out_json: Path, run_dir: Path, resume: boo
     engine = _build_engine(cfg, dm, model, optimizer, scheduler, use_gpu)
     engine.setup(cfg, run_dir, log)
     start_epoch = 0
-    if resume and (run_dir / LAST).is_file():
-        state = load_checkpoint(run_dir / LAST)
-        _check_resumable(state, cfg)
+    if state is not None:
         start_epoch = engine.load_state(state)
         log.info("resumed from %s after epoch %d", run_dir / LAST, start_epoch)
 
@@ -233,6 +246,10 @@ def _check_batches(cfg: ReidConfig, train: list) -> None:
 
 
 def _check_resumable(state: dict, cfg: ReidConfig) -> None:
+    missing = [k for k in ("state_dict", "optimizer", "epoch") if k not in state] if isinstance(state, dict) else []
+    if not isinstance(state, dict) or missing:
+        what = f"lacks {', '.join(missing)}" if missing else f"holds a {type(state).__name__}"
+        raise ReidaugError(f"cannot resume: {LAST} {what}, not a reid-eval state (--overwrite starts again)")
     saved = state.get("config")
     now = {k: v for k, v in to_dict(cfg).items() if k not in _RESUME_FREE}
     if saved is not None:

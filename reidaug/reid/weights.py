@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from reidaug.errors import ReidaugError, first_line
-from reidaug.utils.io import atomic_path
+from reidaug.utils.io import atomic_path, check_torch_file
 
 # torchreid backbone -> (torchvision architecture, its weights enum); the ResNet family shares layer names.
 TORCHVISION_BACKBONES = {
@@ -74,6 +74,7 @@ def load_checkpoint(path: str | Path, trusted: bool = False, map_location="cpu")
     path = Path(path)
     if not path.is_file():
         raise ReidaugError(f"weights file {path} not found")
+    check_torch_file(path, "weights")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
@@ -82,7 +83,10 @@ def load_checkpoint(path: str | Path, trusted: bool = False, map_location="cpu")
         raise ReidaugError(
             f"cannot read weights {path}: {type(e).__name__}: {first_line(e)}"
         ) from None
-    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception as e:  # not a zip archive: a legacy pickle, random bytes, a torn file
+        raise ReidaugError(f"cannot read weights {path}: not a PyTorch checkpoint ({first_line(e)})") from None
     allowed = _numpy_globals(unsafe)
     if allowed is not None:
         with torch.serialization.safe_globals(allowed):

@@ -106,9 +106,12 @@ def check_method_config(cfg, name: str) -> None:
         raise ReidaugError(f"train.decay_start must be >= 0, got {t.decay_start}")
     if t.amp_dtype not in ("bf16", "fp16"):
         raise ReidaugError(f"train.amp_dtype must be bf16 or fp16, got {t.amp_dtype!r}")
-    for key in ("checkpoint_every", "log_every"):
+    for key in ("checkpoint_every", "log_every", "prefetch_factor", "sample_count"):
         if getattr(t, key) < 1:
             raise ReidaugError(f"train.{key} must be at least 1")
+    for key in ("num_workers", "keep_every", "sample_every"):
+        if getattr(t, key) < 0:
+            raise ReidaugError(f"train.{key} must be >= 0, got {getattr(t, key)}")
     declared = set(registry.get(name).optimizers())
     if set(cfg.optim) != declared:
         raise ReidaugError(f"optim names {sorted(cfg.optim)} differ from method {name}'s optimizers {sorted(declared)}")

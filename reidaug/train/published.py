@@ -28,8 +28,7 @@ import torch
 from reidaug import __version__
 from reidaug.config import to_dict
 from reidaug.errors import ReidaugError
-from reidaug.models.checkpoint import load_weights
-from reidaug.utils.io import atomic_write_text, check_output_dir, file_sha256, staged_dir
+from reidaug.utils.io import atomic_write_text, check_output_dir, file_sha256, load_weights, staged_dir
 
 IMPORT_RECORD = "import.json"
 

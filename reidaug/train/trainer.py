@@ -32,14 +32,14 @@ import yaml
 
 from reidaug import __version__
 from reidaug.config import to_dict, to_yaml
-from reidaug.errors import ReidaugError, first_line
+from reidaug.errors import ReidaugError, first_line, user_message
 from reidaug.train import ddp
-from reidaug.train.checkpoint import rng_state, save_checkpoint, set_rng_state
+from reidaug.train.checkpoint import save_checkpoint
 from reidaug.train.config import lr_factor, stage_spans
 from reidaug.train.data import IterationSampler
 from reidaug.train.steps import Steps, stage_batch
 from reidaug.utils.io import atomic_write_text, check_output_dir
-from reidaug.utils.runtime import Amp, seed_all
+from reidaug.utils.runtime import Amp, rng_state, seed_all, set_rng_state
 
 EXTRA_STATE = "_extra_state"  # per-rank module state (image pools): saved per rank
 
@@ -82,12 +82,13 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
     """
     from reidaug.data.keypoints import read_annotations
     from reidaug.data.market import annotation_path
-    from reidaug.data.pairs import source_columns
+    from reidaug.data.pairs import check_same_identity, source_columns
     from reidaug.data.samples import SampleDataset, image_index, make_loader, to_device
     from reidaug.models import registry
     from reidaug.models.checkpoint import check_method, check_resumable, load_checkpoint
 
     info = ddp.setup(device)
+    created = False  # this call made the run folder: a refusal before the first checkpoint removes it
     try:
         t = cfg.train
         out = Path(out_dir)
@@ -115,6 +116,7 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
             raise ReidaugError(f"the run in {out} trained on other pairs ({before.get('pairs')} then, {len(table)} "
                                "now); resume on these with --new-data, or start a new run")  # fmt: skip
         dataset = SampleDataset.from_table(table, image_index(data_root), ann, m)
+        check_same_identity(table, pairs if isinstance(pairs, str | Path) else "pairs")
         if start >= t.iterations:
             raise ReidaugError(f"the checkpoint is at iteration {start}; train.iterations is {t.iterations}")
         spans = stage_spans(cfg)
@@ -136,6 +138,7 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
         if info.main:
             if ckpt is None:
                 check_output_dir(out, overwrite)
+            created = not out.exists()
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out / "config.yaml", to_yaml(cfg))
         ddp.barrier(info)
@@ -215,6 +218,10 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
         ddp.barrier(info)
         wrapped.restore()
         return TrainResult(out, t.iterations, last_ckpt, logger.history, wrapped.method)
+    except Exception as e:
+        if created and user_message(e) is not None and not (out / "checkpoints" / "latest.pt").exists():
+            shutil.rmtree(out, ignore_errors=True)  # refused (a bad image, a full disk): nothing left behind
+        raise
     finally:
         ddp.cleanup(info)
 
@@ -236,7 +243,7 @@ def clear_unstarted(out: Path, method: str) -> bool:
     out = Path(out)
     if not (out / "config.yaml").is_file() or (out / "checkpoints" / "latest.pt").exists():
         return False
-    names = set(os.listdir(out))
+    names = {n for n in os.listdir(out) if not (n.startswith(".") and n.endswith(".tmp"))}  # torn atomic writes
     ckpts = out / "checkpoints"
     if not names <= RUN_FILES or (ckpts.is_dir() and any(not n.startswith(".") for n in os.listdir(ckpts))):
         return False
@@ -246,7 +253,7 @@ def clear_unstarted(out: Path, method: str) -> bool:
         return False
     if not isinstance(saved, dict) or saved.get("method") != method:
         return False
-    for name in names:
+    for name in os.listdir(out):
         path = out / name
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from reidaug.data.market import CAMERAS as MARKET_CAMERAS
 from reidaug.errors import ReidaugError
 
 RGB = list[int]
@@ -306,6 +307,10 @@ def validate(cfg: SynthConfig) -> SynthConfig:
         f"synth.num_cameras must be in 2..6 (Market cameras c1..c6), got {d.num_cameras}",
     )
     names = [f"c{i}" for i in range(1, d.num_cameras + 1)]
+    need(
+        set(cfg.cameras) <= {f"c{i}" for i in MARKET_CAMERAS},
+        f"cameras are Market's c1..c6; got {', '.join(sorted(set(cfg.cameras) - {f'c{i}' for i in MARKET_CAMERAS}))}",
+    )
     need(
         all(n in cfg.cameras for n in names),
         f"cameras must define {', '.join(names)}; got {', '.join(cfg.cameras)}",
