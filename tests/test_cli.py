@@ -97,6 +97,22 @@ def test_pairs_options_and_config(run_cli, ann_csv, tmp_path):
     _one_error_line(err, "cap_per_identity must be at least 1")
 
 
+def test_pairs_sources_writes_tuples(run_cli, ann_csv, tmp_path):
+    out = tmp_path / "t.csv"
+    code, stdout, err = run_cli("pairs", "-a", ann_csv, "-o", out, "--sources", "3")
+    assert code == 0, err
+    assert "tuples written" in stdout and "sources per target" in stdout
+    df = read_pairs(out)
+    assert list(df.columns) == ["from_0", "from_1", "from_2", "to"] and len(df) == 14  # as many as pairs
+    assert all(len({n[:4] for n in row}) == 1 and row[-1] not in row[:-1] for row in df.to_numpy().tolist())
+    assert run_cli("pairs", "-a", ann_csv, "-o", out, "--sources", "2", "--cap", "3", "--sample", "4",
+                   "--overwrite")[0] == 0  # fmt: skip
+    assert read_pairs(out).shape == (4, 3)
+    code, _, err = run_cli("pairs", "-a", ann_csv, "-o", tmp_path / "u.csv", "--sources", "0")
+    assert code == 2 and not (tmp_path / "u.csv").exists()
+    _one_error_line(err, "at least one source")
+
+
 def test_unknown_option(run_cli, ann_csv, tmp_path):
     code, out, err = run_cli("pairs", "-a", ann_csv, "-o", tmp_path / "p.csv", "--frobnicate")
     assert code == 2

@@ -20,12 +20,16 @@ def command(
     sample: int | None = typer.Option(
         None, "--sample", help="Draw N pairs without replacement (the Market test split: 12000, seed 0)."
     ),
+    sources: int | None = typer.Option(
+        None, "--sources", help="Tuples of K sources per target ([cyan]from_0,...,from_K-1,to[/]), for multisource."
+    ),
     seed: int | None = SeedOpt,
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Make [bold]same-identity pairs[/] by the PATN rule: every ordered pair of two images of one identity,
     both with both shoulders and both hips detected; junk ([cyan]-1_*[/]) and distractor ([cyan]0000_*[/])
-    images are left out. Config: [cyan]configs/pairs/default.yaml[/] ([cyan]pairs/market-test[/] for the
+    images are left out. [cyan]--sources K[/]: as many tuples of K sources of the target's identity instead.
+    Config: [cyan]configs/pairs/default.yaml[/] ([cyan]pairs/market-test[/] for the
     reference test pairs)."""
     from reidaug.config import load_config
     from reidaug.data.keypoints import read_annotations
@@ -36,7 +40,7 @@ def command(
         raise ReidaugError(f"output {out} is a folder; give a file name such as {out / 'pairs.csv'}")
     if out.exists() and not overwrite:
         raise ReidaugError(f"output {out} exists (pass --overwrite to replace it)")
-    flags = {"cap_per_identity": cap, "sample": sample, "seed": seed}
+    flags = {"cap_per_identity": cap, "sample": sample, "seed": seed, "sources": sources}
     overrides = [*set_, *(f"{k}={v}" for k, v in flags.items() if v is not None)]
     cfg = load_config(PairsConfig, config, overrides)
 
@@ -62,6 +66,8 @@ def _summary(annotations: Path, out: Path, cfg, st) -> None:
         t.add_row("cap per identity", f"{cfg.cap_per_identity:,} (seed {cfg.seed})")
     if cfg.sample is not None:
         t.add_row("sample", f"{cfg.sample:,} (seed {cfg.seed})")
-    t.add_row("pairs written", f"[green]{st.pairs:,}[/]")
+    if cfg.sources is not None:
+        t.add_row("sources per target", f"{cfg.sources} (seed {cfg.seed})")
+    t.add_row("tuples written" if cfg.sources is not None else "pairs written", f"[green]{st.pairs:,}[/]")
     t.add_row("output", str(out))
     Console().print(t)

@@ -26,11 +26,13 @@ EXCLUDED_PREFIXES = ("-1", "0000")  # junk, distractor
 @dataclass
 class PairsConfig:
     """`cap_per_identity`: keep at most this many (seeded random) pairs per identity; `sample`: then draw
-    this many pairs without replacement (the reference's test split: 12,000 with seed 0)."""
+    this many pairs without replacement (the reference's test split: 12,000 with seed 0); `sources`: K-source
+    tuples instead of pairs (`make_tuples`, the multi-source format of notes 1.6), capped and sampled alike."""
 
     cap_per_identity: int | None = None
     sample: int | None = None
     seed: int = 0
+    sources: int | None = None
 
 
 @dataclass
@@ -121,8 +123,14 @@ def sample_pairs(df: pd.DataFrame, n: int, seed: int = 0) -> pd.DataFrame:
 
 
 def build_pairs(ann: Annotations, cfg: PairsConfig) -> tuple[pd.DataFrame, PairsStats]:
-    """make_pairs with the config's cap, then the optional sample. Raises if no pair can be made."""
+    """make_pairs (or make_tuples) with the config's cap, then the optional sample. Raises if no pair can be made."""
     df, st = _make_pairs(ann, cfg.cap_per_identity, cfg.seed)
+    if cfg.sources is not None and len(df):  # as many tuples per identity as pairs, capped alike
+        tuples = make_tuples(ann, cfg.sources, cfg.seed)
+        if cfg.cap_per_identity is not None:
+            group = pd.factorize(identity_of(tuples["to"]))[0]
+            tuples = tuples.iloc[_cap(group, group.max() + 1, cfg.cap_per_identity, cfg.seed)].reset_index(drop=True)
+        df, st.pairs = tuples, len(tuples)
     if len(df) == 0:
         raise ReidaugError(
             f"no pairs: none of the {st.identities} identities has two images with both shoulders and hips "
@@ -139,9 +147,11 @@ def format_pairs(df: pd.DataFrame) -> str:
 
 
 def write_pairs(path: str | Path, df: pd.DataFrame) -> None:
-    """Write a `from,to` CSV atomically."""
+    """Write a `from,to` CSV (or a tuples CSV, for a table with `from_0`... columns) atomically."""
     from reidaug.utils.io import atomic_write_text
 
+    if "from" not in df.columns:
+        return write_tuples(path, df)
     atomic_write_text(path, format_pairs(df))
 
 
