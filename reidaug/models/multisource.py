@@ -262,10 +262,6 @@ class MultiSource(Method):
         layers += ["relu1_2"] if loss_cfg.lambda_perceptual > 0 else []
         self.vgg = VGG19Features(tuple(dict.fromkeys(layers)), loss_cfg.vgg_weights) if layers else None
 
-    def generator_module(self) -> MultiSourceGenerator:
-        g = self.generator
-        return g.module if hasattr(g, "module") else g  # DDP-wrapped during multi-process training
-
     def disc_logits(self, batch: dict, out: dict, image: torch.Tensor) -> torch.Tensor:
         """D on [x_i, J_i, image, J_tau] for every source i (Eq. 6): logits (B, M, ...)."""
         src, src_pose, tgt_pose = batch["src_img"], out["src_pose"], out["tgt_pose"]
