@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -341,8 +342,8 @@ def test_reid_eval_end_to_end(run_cli, tiny_root, tmp_path):
     cfg = load_config(ReidConfig, out.parent / res["run_dir"] / "config.yaml")
     with pytest.raises(ReidaugError, match="would contain the dataset"):
         reid_eval(tiny_root, cfg, tmp_path / "x.json", run_dir=tiny_root.parent, overwrite=True)
-    with pytest.raises(ReidaugError, match="holds a checkpoint"):
-        reid_eval(tiny_root, cfg, tmp_path / "other.json", run_dir=run, show_progress=False)
+    with pytest.raises(ReidaugError, match=r"cannot resume .*: the configuration changed \(epochs\); --overwrite"):
+        reid_eval(tiny_root, replace(cfg, epochs=2), tmp_path / "other.json", run_dir=run, show_progress=False)
     again = reid_eval(tiny_root, cfg, out, resume=True, show_progress=False)
     assert again["history"] == res["history"] and again["mAP"] == pytest.approx(res["mAP"])
     assert "resumed from" in (run / "log.txt").read_text()

@@ -239,7 +239,8 @@ class _Killed(Exception):
 # softmax: torch's shuffling and the data loader workers' seeds; triplet: python's identity sampler
 @pytest.mark.parametrize("loss, workers", [("softmax", 1), ("triplet", 0)])
 def test_reid_eval_resume_reproduces_the_uninterrupted_run(fixtures, tmp_path, monkeypatch, loss, workers):
-    """Interrupted after epoch 1 of 2 and resumed: the metrics and losses of the uninterrupted run, exactly."""
+    """Interrupted after epoch 1 of 2, then the same call again: it resumes, and ends with the metrics and losses
+    of the uninterrupted run, exactly."""
     from reidaug.config import load_config
     from reidaug.reid.config import ReidConfig
     from reidaug.reid.engine import ReidEngineMixin
@@ -261,7 +262,7 @@ def test_reid_eval_resume_reproduces_the_uninterrupted_run(fixtures, tmp_path, m
         reid_eval(fixtures.root, cfg, tmp_path / "b.json", show_progress=False)
     monkeypatch.setattr(ReidEngineMixin, "save_state", save)
     assert torch.load(tmp_path / "b.run" / "last.pth", weights_only=True)["epoch"] == 1
-    resumed = reid_eval(fixtures.root, cfg, tmp_path / "b.json", resume=True, show_progress=False)
+    resumed = reid_eval(fixtures.root, cfg, tmp_path / "b.json", show_progress=False)  # the same call, no --resume
     keys = ("mAP", "rank1", "rank5", "rank10", "cmc")
     assert {k: resumed[k] for k in keys} == {k: straight[k] for k in keys}
     drop = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731

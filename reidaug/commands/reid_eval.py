@@ -38,7 +38,9 @@ def command(
     run_dir: Path | None = typer.Option(
         None, "--run-dir", help="Log, checkpoints, tensorboard (default: OUT.run/)."
     ),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last.pth."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from the run folder's last.pth (implied when OUT does not exist yet)."
+    ),
     overwrite: bool = OverwriteOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or log lines on the terminal."),
 ) -> None:

@@ -46,7 +46,11 @@ def reid_eval(
     resume: bool = False,
     show_progress: bool = True,
 ) -> dict:
-    """Train `cfg.backbone` with `cfg.loss` on `root`'s bounding_box_train; mAP and CMC on query vs gallery."""
+    """Train `cfg.backbone` with `cfg.loss` on `root`'s bounding_box_train; mAP and CMC on query vs gallery.
+
+    A run folder holding a resumable state (`last.pth`, every `checkpoint_every` epochs) of the same configuration
+    is continued, exactly on the CPU: running the same command again finishes an interrupted run. `resume` also
+    lets an existing `out_json` be rewritten."""
     cfg = validate(cfg or ReidConfig())
     root = check_root(root, SPLITS)
     out_json = Path(out_json)
@@ -61,14 +65,10 @@ def reid_eval(
     check_writable(run_dir, "dir")
     if overwrite:
         check_output_dir(run_dir, overwrite=True)
-    elif (run_dir / LAST).is_file() and not resume:
-        raise ReidaugError(
-            f"{run_dir} holds a checkpoint: pass --resume to continue or --overwrite to restart"
-        )
     state = None
-    if resume and (run_dir / LAST).is_file():  # checked before anything is written
-        state = load_checkpoint(run_dir / LAST)
-        _check_resumable(state, cfg)
+    if not overwrite and (run_dir / LAST).is_file():  # the same command continues a compatible unfinished run
+        state = load_checkpoint(run_dir / LAST)  # (checked before anything is written)
+        _check_resumable(state, cfg, run_dir)
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     log = _logger(run_dir / "log.txt", show_progress)
@@ -245,17 +245,19 @@ def _check_batches(cfg: ReidConfig, train: list) -> None:
         raise ReidaugError(f"{n_pids} training identity: re-ID training needs at least 2")
 
 
-def _check_resumable(state: dict, cfg: ReidConfig) -> None:
+def _check_resumable(state: dict, cfg: ReidConfig, run_dir: Path) -> None:
     missing = [k for k in ("state_dict", "optimizer", "epoch") if k not in state] if isinstance(state, dict) else []
     if not isinstance(state, dict) or missing:
         what = f"lacks {', '.join(missing)}" if missing else f"holds a {type(state).__name__}"
-        raise ReidaugError(f"cannot resume: {LAST} {what}, not a reid-eval state (--overwrite starts again)")
+        raise ReidaugError(f"cannot resume {run_dir}: {LAST} {what}, not a reid-eval state (--overwrite starts "
+                           "again)")  # fmt: skip
     saved = state.get("config")
     now = {k: v for k, v in to_dict(cfg).items() if k not in _RESUME_FREE}
     if saved is not None:
         diff = sorted(k for k in now if saved.get(k) != now[k])
         if diff:
-            raise ReidaugError(f"cannot resume: the configuration changed ({', '.join(diff)})")
+            raise ReidaugError(f"cannot resume {run_dir}: the configuration changed ({', '.join(diff)}); "
+                               "--overwrite starts again")  # fmt: skip
 
 
 def _logger(path: Path, to_console: bool) -> logging.Logger:
