@@ -97,10 +97,12 @@ def test_fused_attention_warp_equals_the_explicit_softmax():
     low = attention_warp(x.bfloat16(), k.bfloat16(), q.bfloat16(), 100.0, fp32=False)
     assert low.dtype == torch.bfloat16
     err = (low.float() - explicit).abs()
-    assert err.mean() < 0.05 * explicit.abs().mean() and err.max() < 1.0  # alpha 100 amplifies bf16 rounding
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # the default: the softmax in float32 under autocast
-        kept = attention_warp(x, k.bfloat16(), q.bfloat16(), 100.0)
-    assert kept.dtype == torch.float32
+    assert err.mean() < 0.02 and err.max() < 0.25  # (|x| ~ 0.8) alpha 100 amplifies bfloat16 rounding
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the default: k, q and the softmax in float32 under autocast
+        kept = attention_warp(x, k, q, 100.0)
+        keys = tiny_generator().key_encoder(torch.randn(B, 3, H, W))
+    assert kept.dtype == torch.float32 and torch.allclose(kept, explicit, atol=1e-5)
+    assert [k.dtype for k in keys] == [torch.float32] * 2
 
 
 # -- flow losses (Eq. 11-14) -------------------------------------------------------------------------------------
