@@ -60,6 +60,8 @@ class GenerateConfig:
     amp: bool = True  # autocast on CUDA (ignored on the CPU)
     amp_dtype: str = "bf16"  # bf16 | fp16
     channels_last: bool = True  # CUDA only
+    fast: bool = True  # inference fast path (reidaug.models.fuse); false: the plain eval model under no_grad
+    winograd_min_batch: int = 16  # fast path on the CPU: Winograd 3x3 convolutions from this batch size (0: never)
     sources: int | None = None  # M sources per image (None: the checkpoint's model.num_sources)
     jpeg_quality: int = 95
     seed: int = 0  # seeds torch before generating (eval mode: the models themselves draw nothing)
@@ -263,32 +265,57 @@ def generate_images(generator, jobs: pd.DataFrame, data_root: str | Path, annota
 
 
 def _run(generator, loader, names, out: Path, cfg: GenerateConfig, dev, show_progress, on_batch) -> None:
-    from reidaug.data.images import to_uint8, write_image
+    """Decode (loader workers), generate, quantise on the device, encode and write (writer threads). On CUDA the
+    images reach pinned host memory by a non-blocking copy that the writer threads wait for, so the main thread
+    never waits for the device and queues the next batch at once."""
+    from reidaug.data.images import to_uint8_tensor
     from reidaug.data.samples import to_device
+    from reidaug.models.fuse import for_inference
     from reidaug.utils.progress import progress
     from reidaug.utils.runtime import Amp
 
     amp = Amp(dev, cfg.amp, cfg.amp_dtype)
     channels_last = cfg.channels_last and dev.type == "cuda"
-    generator.to(dev).eval()
-    if channels_last:
-        generator.to(memory_format=torch.channels_last)
+    if cfg.fast:
+        model = for_inference(generator, dev, winograd_min_batch=cfg.winograd_min_batch, channels_last=channels_last)
+    else:
+        model = generator.to(dev).eval()
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one input shape (and the last batch's)
+    grad_off = torch.inference_mode if cfg.fast else torch.no_grad
     pending: deque = deque()  # futures of earlier batches; at most two batches wait for the writers
     with ThreadPoolExecutor(max(1, cfg.writer_threads)) as pool, progress(disable=not show_progress) as bar:
         task = bar.add_task("generate", total=len(names), info="", unit="img")
         for k, batch in enumerate(loader):
             idx = batch.pop("index").tolist()
-            with torch.no_grad(), amp.autocast():
-                fake = generator(to_device(batch, dev, channels_last))["image"]
-            images = to_uint8(fake)  # waits for the device
-            pending.append([pool.submit(write_image, out / names[i], img, cfg.jpeg_quality)
-                            for i, img in zip(idx, images)])  # fmt: skip
+            with grad_off(), amp.autocast():
+                images = to_uint8_tensor(model(to_device(batch, dev, channels_last))["image"])
+            ready = None
+            if dev.type == "cuda":  # a non-blocking copy to pinned memory; writers wait for the event
+                host = torch.empty(images.shape, dtype=torch.uint8, pin_memory=True)
+                host.copy_(images, non_blocking=True)
+                ready = torch.cuda.Event()
+                ready.record()
+                images = host
+            pending.append([pool.submit(_write, out / names[i], images, j, ready, cfg.jpeg_quality)
+                            for j, i in enumerate(idx)])  # fmt: skip
             while len(pending) > 2:
                 _finish(pending.popleft(), bar, task)
             if on_batch is not None:
                 on_batch(k)
         while pending:
             _finish(pending.popleft(), bar, task)
+
+
+def _write(path: Path, images: torch.Tensor, j: int, ready, quality: int) -> None:
+    """Image j of a (B, H, W, 3) uint8 host batch, once the device copy (`ready`, a CUDA event) has landed."""
+    from reidaug.data.images import write_image
+
+    if ready is not None:
+        ready.synchronize()
+    write_image(path, images[j].numpy(), quality)
 
 
 def _finish(futures, bar, task) -> None:

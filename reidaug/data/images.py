@@ -43,9 +43,15 @@ def to_tensor(rgb: np.ndarray):
 
 
 def to_uint8(t) -> np.ndarray:
-    """float CHW (or BCHW) in [-1, 1] -> uint8 HWC (or BHWC), round((x + 1) * 127.5)."""
-    x = ((t.detach().float().clamp(-1, 1) + 1) * 127.5).round().to("cpu").numpy().astype(np.uint8)
-    return np.moveaxis(x, -3, -1)
+    """float CHW (or BCHW) in [-1, 1] -> uint8 HWC (or BHWC) numpy, round((x + 1) * 127.5)."""
+    return to_uint8_tensor(t).cpu().numpy()
+
+
+def to_uint8_tensor(t):
+    """float CHW (or BCHW) in [-1, 1] -> uint8 HWC (or BHWC) tensor on the same device, round((x + 1) * 127.5)."""
+    import torch
+
+    return ((t.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1)
 
 
 def grid(rows: list[list[np.ndarray]], pad: int = 2, value: int = 255) -> np.ndarray:
