@@ -13,6 +13,7 @@ SCHEDULERS = ("none", "single_step", "multi_step", "cosine")
 OPTIMIZERS = ("adam", "amsgrad", "sgd", "rmsprop", "radam")
 DEVICES = ("auto", "cpu", "cuda")
 TRANSFORMS = ("random_flip", "random_crop", "random_patch", "color_jitter", "random_erase")  # torchreid's
+TRAIN_DATA = ("auto", "loader", "device")
 
 
 @dataclass
@@ -31,6 +32,8 @@ class ReidConfig:
     num_instances: int = 4  # images per identity in a batch (identity-balanced sampler)
     sampler: str = "auto"  # auto: RandomSampler for softmax, RandomIdentitySampler for triplet/circle
     workers: int = 2
+    train_data: str = "auto"  # loader (torchreid's DataLoader) | device (decoded once onto the device, augmented
+    #                           there: reidaug.reid.device_data) | auto: device on CUDA, loader on the CPU
     # optimisation
     epochs: int = 60
     optimizer: str = "adam"
@@ -65,6 +68,7 @@ class ReidConfig:
     amp_dtype: str = "bf16"  # bf16 | fp16 (fp16 adds loss scaling)
     save_checkpoint: bool = True  # final model in the run folder
     checkpoint_every: int = 1  # epochs between resumable checkpoints (0: none)
+    log_every: int = 20  # steps between reads of the losses (progress bar, TensorBoard); each read waits for the GPU
 
 
 def validate(cfg: ReidConfig) -> ReidConfig:
@@ -82,6 +86,8 @@ def validate(cfg: ReidConfig) -> ReidConfig:
             f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}",
         ),
         (cfg.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {cfg.device!r}"),
+        (cfg.train_data in TRAIN_DATA, f"train_data must be one of {', '.join(TRAIN_DATA)}, got {cfg.train_data!r}"),
+        (cfg.log_every >= 1, f"log_every must be >= 1, got {cfg.log_every}"),
         (
             set(cfg.transforms) <= set(TRANSFORMS),
             f"transforms must be among {', '.join(TRANSFORMS)}, got {list(cfg.transforms)}",
@@ -109,7 +115,20 @@ def validate(cfg: ReidConfig) -> ReidConfig:
     for ok, msg in checks:
         if not ok:
             raise ReidaugError(msg)
+    if cfg.train_data == "device":
+        from reidaug.reid.device_data import check_transforms
+
+        check_transforms(cfg.transforms)
     return cfg
+
+
+def train_data_on_device(cfg: ReidConfig, use_gpu: bool) -> bool:
+    """`train_data` resolved: auto puts the training set on the GPU (when the transforms allow it)."""
+    if cfg.train_data == "auto":
+        from reidaug.reid.device_data import TRANSFORMS
+
+        return use_gpu and all(t.lower() in TRANSFORMS for t in cfg.transforms)
+    return cfg.train_data == "device"
 
 
 def train_sampler(cfg: ReidConfig) -> str:

@@ -1,7 +1,8 @@
 """torchreid engines (softmax, triplet, circle) with the fixes torchreid 1.4.0 needs, as subclasses.
 
 `ReidEngineMixin` over torchreid's `Engine`:
-* `train`: one epoch with a rich progress bar and one log line (torchreid prints every `print_freq` batches),
+* `train`: one epoch with a rich progress bar and one log line (torchreid prints every `print_freq` batches), the
+  losses kept on the device and read every `log_every` steps (torchreid calls `.item()` twice a step),
   the shared AMP policy on the GPU (reidaug.utils.runtime.Amp: bf16, or fp16 with loss scaling), and a resumable
   checkpoint every `checkpoint_every` epochs, RNG state included (`--resume` is exact on the CPU);
 * `save_model`: torchreid's crashes at the end of `run()` without a scheduler (`None.state_dict()`) and pickles a
@@ -80,10 +81,11 @@ class ReidEngineMixin:
         self.scaler.update()
 
     def train(self, print_freq=10, fixbase_epoch=0, open_layers=None):
+        """One epoch. The losses stay on the device and are read every `log_every` steps (one wait each)."""
         self.set_model_mode("train")
         self.two_stepped_transfer_learning(self.epoch, fixbase_epoch, open_layers)
         self.num_batches = len(self.train_loader)
-        meters = reid.utils.MetricMeter()
+        means = DeviceMeans()
         t0 = time.time()
         task = None
         if self.bar is not None:
@@ -92,23 +94,26 @@ class ReidEngineMixin:
             )
         for i, data in enumerate(self.train_loader):
             self.batch_idx = i
-            meters.update(self.forward_backward(data))
+            means.add(self.forward_backward(data))
+            read = (i + 1) % self.cfg.log_every == 0 or i + 1 == self.num_batches
+            avg = means.read() if read else None
             if task is not None:
-                self.bar.update(task, advance=1, info=_short(meters))
-            if self.writer is not None:
+                self.bar.update(task, advance=1, **({"info": _short(avg)} if avg else {}))
+            if avg and self.writer is not None:
                 n_iter = self.epoch * self.num_batches + self.batch_idx
-                for name, meter in meters.meters.items():
-                    self.writer.add_scalar("Train/" + name, meter.avg, n_iter)
+                for name, value in avg.items():
+                    self.writer.add_scalar("Train/" + name, value, n_iter)
+        avg = means.read()
         lr = self.get_current_lr()
         self.update_lr()
         row = {"epoch": self.epoch + 1, "lr": lr, "seconds": round(time.time() - t0, 2)}
-        row.update({k: round(m.avg, 5) for k, m in meters.meters.items()})
+        row.update({k: round(v, 5) for k, v in avg.items()})
         self.history.append(row)
         self.log.info(
             "epoch %d/%d  %s  lr %.2e  %.1fs",
             self.epoch + 1,
             self.max_epoch,
-            _short(meters),
+            _short(avg),
             lr,
             row["seconds"],
         )
@@ -218,8 +223,30 @@ class ReidEngineMixin:
         return self.metrics
 
 
-def _short(meters) -> str:
-    return "  ".join(f"{k} {m.avg:.3f}" for k, m in meters.meters.items())
+def _short(avg: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.3f}" for k, v in avg.items())
+
+
+class DeviceMeans:
+    """Running means of a step's logged values (tensors stay where they are: adding waits for nothing);
+    `read()` brings all of them to the host at once."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, values: dict) -> None:
+        for k, v in values.items():
+            v = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        self.count += 1
+
+    def read(self) -> dict[str, float]:
+        if not self.count:
+            return {}
+        values = torch.stack([v.reshape(()).to(next(iter(self.sums.values())).device)
+                              for v in self.sums.values()]).tolist()  # fmt: skip
+        return {k: v / self.count for k, v in zip(self.sums, values)}
 
 
 class SoftmaxEngine(ReidEngineMixin, reid.engine.ImageSoftmaxEngine):
@@ -231,7 +258,7 @@ class SoftmaxEngine(ReidEngineMixin, reid.engine.ImageSoftmaxEngine):
             outputs = self.model(imgs)
             loss = self.compute_loss(self.criterion, outputs, pids)
         self.step(loss)
-        return {"loss": loss.item(), "acc": reid.metrics.accuracy(outputs, pids)[0].item()}
+        return {"loss": loss.detach(), "acc": reid.metrics.accuracy(outputs.detach(), pids)[0]}
 
 
 def metric_plus_softmax_step(engine, data, metric, weight_metric: float, key: str, cross_entropy,
@@ -244,12 +271,12 @@ def metric_plus_softmax_step(engine, data, metric, weight_metric: float, key: st
         if weight_metric > 0:
             loss_m = engine.compute_loss(metric, features.float(), pids)
             loss = loss + weight_metric * loss_m
-            summary[key] = loss_m.item()
+            summary[key] = loss_m.detach()
         if weight_x > 0:
             loss_x = engine.compute_loss(cross_entropy, outputs, pids)
             loss = loss + weight_x * loss_x
-            summary["loss_x"] = loss_x.item()
-            summary["acc"] = reid.metrics.accuracy(outputs, pids)[0].item()
+            summary["loss_x"] = loss_x.detach()
+            summary["acc"] = reid.metrics.accuracy(outputs.detach(), pids)[0]
     engine.step(loss)
     return summary
 

@@ -20,7 +20,7 @@ from reidaug.data.market import SPLITS, check_root
 from reidaug.errors import ReidaugError, user_message
 from reidaug.reid import dataset as rd
 from reidaug.reid._torchreid import VERSION, reid
-from reidaug.reid.config import ReidConfig, train_sampler, validate
+from reidaug.reid.config import ReidConfig, train_data_on_device, train_sampler, validate
 from reidaug.reid.engine import ENGINES, LAST, torchreid_prints_to
 from reidaug.reid.weights import init_weights, load_checkpoint
 from reidaug.utils.io import atomic_write_text, check_output_dir, check_writable, portable
@@ -29,7 +29,8 @@ from reidaug.utils.runtime import resolve_device, seed_all
 
 METRIC_KEYS = ("mAP", "rank1", "rank5", "rank10")
 # fields that may differ between a run and its resumption
-_RESUME_FREE = {"workers", "threads", "device", "eval_batch_size", "save_checkpoint", "checkpoint_every"}
+_RESUME_FREE = {"workers", "threads", "device", "eval_batch_size", "save_checkpoint", "checkpoint_every", "train_data",
+                "log_every"}
 
 
 def default_run_dir(out_json: str | Path) -> Path:
@@ -160,6 +161,11 @@ def _run(root: Path, cfg: ReidConfig, out_json: Path, run_dir: Path, state: dict
         )
     engine = _build_engine(cfg, dm, model, optimizer, scheduler, use_gpu)
     engine.setup(cfg, run_dir, log)
+    on_device = train_data_on_device(cfg, use_gpu)
+    if on_device:
+        engine.train_loader = _device_loader(cfg, dm, use_gpu)
+        log.info("train data: %d images decoded onto the %s (%.0f MB uint8), augmented there",
+                 len(dm.train_loader.dataset), "GPU" if use_gpu else "CPU", engine.train_loader.nbytes / 2**20)  # fmt: skip
     start_epoch = 0
     if state is not None:
         start_epoch = engine.load_state(state)
@@ -192,6 +198,7 @@ def _run(root: Path, cfg: ReidConfig, out_json: Path, run_dir: Path, state: dict
             "pretrained": weights_line.startswith("weights: pretrained"),
             "weights": weights_line.removeprefix("weights: "),
             "device": "cuda" if use_gpu else "cpu",
+            "train_data": "device" if on_device else "loader",
             "num_train_images": len(train),
             "num_train_pids": dm.num_train_pids,
             **{k: v for k, v in metrics.items() if k not in METRIC_KEYS},
@@ -209,6 +216,16 @@ def _run(root: Path, cfg: ReidConfig, out_json: Path, run_dir: Path, state: dict
     log.info("mAP %.1f%%  rank-1 %.1f%%  -> %s (%.0f s)", result["mAP"], result["rank1"], out_json,
              result["total_seconds"])  # fmt: skip
     return result
+
+
+def _device_loader(cfg: ReidConfig, dm, use_gpu: bool):
+    """The training set on the device with the recipe's transforms there, batches in torchreid's sampler order."""
+    from reidaug.reid.device_data import DeviceAugment, DeviceTrainLoader
+
+    dev = torch.device("cuda" if use_gpu else "cpu")
+    augment = DeviceAugment(cfg.height, cfg.width, cfg.transforms, dev, cfg.seed)
+    return DeviceTrainLoader(dm.train_loader.dataset.data, dm.train_loader.sampler, cfg.batch_size, augment, dev,
+                             workers=max(1, cfg.workers))  # fmt: skip
 
 
 def _build_engine(cfg, dm, model, optimizer, scheduler, use_gpu):
