@@ -236,9 +236,12 @@ class _Killed(Exception):
     pass
 
 
-# softmax: torch's shuffling and the data loader workers' seeds; triplet: python's identity sampler
-@pytest.mark.parametrize("loss, workers", [("softmax", 1), ("triplet", 0)])
-def test_reid_eval_resume_reproduces_the_uninterrupted_run(fixtures, tmp_path, monkeypatch, loss, workers):
+# softmax: torch's shuffling and the data loader workers' seeds; triplet: python's identity sampler; device: the
+# generator of the augmentations on the device (train_data=device)
+@pytest.mark.parametrize("loss, workers, train_data", [("softmax", 1, "loader"), ("triplet", 0, "loader"),
+                                                       ("triplet", 0, "device")])  # fmt: skip
+def test_reid_eval_resume_reproduces_the_uninterrupted_run(fixtures, tmp_path, monkeypatch, loss, workers,
+                                                           train_data):  # fmt: skip
     """Interrupted after epoch 1 of 2, then the same call again: it resumes, and ends with the metrics and losses
     of the uninterrupted run, exactly."""
     from reidaug.config import load_config
@@ -247,7 +250,8 @@ def test_reid_eval_resume_reproduces_the_uninterrupted_run(fixtures, tmp_path, m
     from reidaug.reid.run import reid_eval
 
     cfg = load_config(ReidConfig, "reid/default", [*M.REID, "epochs=2", "stepsize=[1]", "checkpoint_every=1",
-                                                   f"loss={loss}", f"workers={workers}"])  # fmt: skip
+                                                   f"loss={loss}", f"workers={workers}",
+                                                   f"train_data={train_data}"])  # fmt: skip
     straight = reid_eval(fixtures.root, cfg, tmp_path / "a.json", show_progress=False)
 
     save = ReidEngineMixin.save_state

@@ -134,6 +134,7 @@ class ReidEngineMixin:
                 "history": self.history,
                 "config": to_dict(self.cfg),
                 "rng": rng_state(),  # python (identity sampler), numpy, torch (shuffling, workers, flips, dropout)
+                "device_data_rng": _device_data_rng(self.train_loader),  # train_data=device: its augmentations
             },
         )
 
@@ -149,6 +150,9 @@ class ReidEngineMixin:
         self.history = list(state.get("history", []))
         if state.get("rng") is not None:
             set_rng_state(state["rng"])
+        gen = getattr(getattr(self.train_loader, "augment", None), "gen", None)
+        if gen is not None and state.get("device_data_rng") is not None:
+            gen.set_state(state["device_data_rng"])
         return int(state["epoch"])
 
     def save_model(self, epoch, rank1, save_dir, is_best=False):
@@ -221,6 +225,11 @@ class ReidEngineMixin:
         with torchreid_prints_to(self.log):
             super().run(**kwargs)
         return self.metrics
+
+
+def _device_data_rng(loader) -> torch.Tensor | None:
+    gen = getattr(getattr(loader, "augment", None), "gen", None)
+    return None if gen is None else gen.get_state()
 
 
 def _short(avg: dict[str, float]) -> str:
