@@ -193,10 +193,10 @@ def test_killed_synth_leaves_a_partial_folder_the_next_run_removes(tmp_path, run
     from reidaug.utils.io import OWNER, _owner
 
     out = tmp_path / "market"
-    args = ["synth", "--out", out, "-q", *M.sets(M.SYNTH), "--set", "synth.train_ids=40"]
+    args = ["synth", "--out", out, "-q", *M.sets(M.SYNTH)]
     proc = subprocess.Popen([sys.executable, "-m", "reidaug", *map(str, args)], env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    _wait_for(lambda: any(p.glob("bounding_box_train/*.jpg") for p in tmp_path.glob(".market.partial-*")), proc)
+    _wait_for(lambda: any((p / OWNER).is_file() for p in tmp_path.glob(".market.partial-*")), proc)  # building
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     (stale,) = tmp_path.glob(".market.partial-*")
