@@ -61,7 +61,7 @@ class GenerateConfig:
     amp_dtype: str = "bf16"  # bf16 | fp16
     channels_last: bool = True  # CUDA only
     fast: bool = True  # inference fast path (reidaug.models.fuse); false: the plain eval model under no_grad
-    winograd_min_batch: int = 16  # fast path on the CPU: Winograd 3x3 convolutions from this batch size (0: never)
+    nnpack_min_batch: int = 16  # fast path on the CPU: NNPACK convolutions (Winograd, FFT) from this batch (0: never)
     sources: int | None = None  # M sources per image (None: the checkpoint's model.num_sources)
     jpeg_quality: int = 95
     seed: int = 0  # seeds torch before generating (eval mode: the models themselves draw nothing)
@@ -277,7 +277,7 @@ def _run(generator, loader, names, out: Path, cfg: GenerateConfig, dev, show_pro
     amp = Amp(dev, cfg.amp, cfg.amp_dtype)
     channels_last = cfg.channels_last and dev.type == "cuda"
     if cfg.fast:
-        model = for_inference(generator, dev, winograd_min_batch=cfg.winograd_min_batch, channels_last=channels_last)
+        model = for_inference(generator, dev, nnpack_min_batch=cfg.nnpack_min_batch, channels_last=channels_last)
     else:
         model = generator.to(dev).eval()
         if channels_last:

@@ -1,5 +1,5 @@
 """The generation fast path (reidaug.models.fuse) computes what the plain eval-mode generator computes: folded
-BatchNorm equals BatchNorm, Winograd convolutions equal direct ones, every registered method's fast generator
+BatchNorm equals BatchNorm, NNPACK convolutions equal direct ones, every built-in method's fast generator
 agrees with its plain one in fp32 (tight) and under bf16 autocast (bf16 tolerance), and `generate` writes the
 same images with the fast path on and off."""
 
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from reidaug.models import registry
-from reidaug.models.fuse import WinogradConv2d, fold_batchnorm, for_inference, nnpack_available, use_winograd
+from reidaug.models.fuse import NNPACKConv2d, fold_batchnorm, for_inference, nnpack_available, use_nnpack
 
 
 def randomize_norms(module: nn.Module, seed: int = 0) -> nn.Module:
@@ -75,17 +75,19 @@ def test_batchnorm_in_training_mode_or_instance_norm_is_not_folded():
 
 
 @pytest.mark.skipif(not nnpack_available(), reason="torch built without NNPACK")
-def test_winograd_convolution_equals_direct_and_falls_back():
+def test_nnpack_convolutions_equal_direct_ones_and_fall_back():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(16, 24, 3), nn.Conv2d(24, 24, 3, padding=1, bias=False),
-                        nn.Conv2d(24, 8, 3, stride=2)).eval()  # fmt: skip
+                        nn.Conv2d(24, 8, 3, stride=2), nn.Conv2d(8, 8, 7, padding=3), nn.Conv2d(8, 8, 1)).eval()  # fmt: skip
     x = torch.randn(4, 16, 20, 12)
     with torch.no_grad():
         ref = net(x)
-        assert use_winograd(net, min_batch=2) == 2  # the stride-2 conv stays direct
-        assert [type(m) for m in net] == [WinogradConv2d, WinogradConv2d, nn.Conv2d]
+        assert use_nnpack(net, min_batch=2) == 3  # Winograd 3x3, 3x3, FFT 7x7; stride 2 and 1x1 stay direct
+        assert [type(m) for m in net] == [NNPACKConv2d, NNPACKConv2d, nn.Conv2d, NNPACKConv2d, nn.Conv2d]
         torch.testing.assert_close(net(x), ref, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(net(x[:1]), ref[:1], rtol=1e-5, atol=1e-5)  # below min_batch: direct
+    assert not NNPACKConv2d.eligible(nn.Conv2d(3, 64, 7))  # an RGB stem: faster direct
+    assert not NNPACKConv2d.eligible(nn.Conv2d(16, 16, 3, padding=1, padding_mode="reflect"))
     y = net(x.requires_grad_())  # autograd: direct convolution, gradients flow
     y.sum().backward()
     assert x.grad is not None and x.grad.shape == x.shape
@@ -93,12 +95,12 @@ def test_winograd_convolution_equals_direct_and_falls_back():
 
 @pytest.mark.parametrize("name", sorted(registry.BUILTIN))  # every built-in method
 def test_fast_generator_equals_plain_generator(name):
-    """fp32: the same images to 1e-4 (Winograd rounding through every block); bf16 autocast (the CUDA path, run
+    """fp32: the same images to 1e-4 (Winograd and FFT rounding through every block); bf16 autocast (the CUDA path, run
     here on the CPU): within bf16 tolerance of the fp32 images."""
     gen = demo_generator(name)
     m = gen.num_sources
     x = batch(4, m)
-    fast = for_inference(gen, "cpu", winograd_min_batch=2)
+    fast = for_inference(gen, "cpu", nnpack_min_batch=2)
     assert not any(isinstance(mod, nn.BatchNorm2d) for mod in fast.modules() if _in_sequential(fast, mod))
     with torch.no_grad():
         ref = gen(x)["image"]
@@ -132,7 +134,7 @@ def test_generate_writes_the_same_images_with_and_without_the_fast_path(tmp_path
     gen = demo_generator("patn")
     outs = {}
     for fast in (True, False):
-        cfg = GenerateConfig(batch_size=6, num_workers=0, writer_threads=2, fast=fast, winograd_min_batch=2)
+        cfg = GenerateConfig(batch_size=6, num_workers=0, writer_threads=2, fast=fast, nnpack_min_batch=2)
         generate_images(gen, jobs, root, ann, tmp_path / str(fast), cfg, device="cpu", show_progress=False)
         outs[fast] = np.stack([read_image(tmp_path / str(fast) / n).astype(int) for n in jobs["out_name"]])
     diff = np.abs(outs[True] - outs[False])

@@ -86,7 +86,7 @@ def test_loader_follows_torchreids_sampler_and_drops_the_last_batch(tmp_path):
     data = [(str(p), i // 4, 0, 0) for i, p in enumerate(sorted((root / "bounding_box_train").iterdir()))]
     sampler = reid.data.sampler.RandomIdentitySampler(data, 8, 4)
     aug = DeviceAugment(H, W, ["random_flip"], torch.device("cpu"), 0)
-    loader = DeviceTrainLoader(data, sampler, 8, aug, torch.device("cpu"), workers=2)
+    loader = DeviceTrainLoader.from_items(data, sampler, 8, aug, torch.device("cpu"), workers=2)
     assert loader.images.dtype == torch.uint8 and loader.images.shape == (32, 3, 32, 16)
     assert len(loader) == len(sampler) // 8 == 4
     batches = list(loader)

@@ -118,13 +118,20 @@ class DeviceAugment:
 class DeviceTrainLoader:
     """Iterates like torchreid's train loader ({"img", "pid"} batches), from the device-resident images."""
 
-    def __init__(self, data: list, sampler, batch_size: int, augment: DeviceAugment, device: torch.device,
-                 workers: int = 8):  # fmt: skip
-        images = decode_all([item[0] for item in data], workers)
+    def __init__(self, images: torch.Tensor, pids, sampler, batch_size: int, augment: DeviceAugment,
+                 device: torch.device):  # fmt: skip
+        """`images` uint8 (N, 3, h, w) (moved to `device`), `pids` (N,), `sampler` yields indices into them."""
         self.images = (images.pin_memory() if device.type == "cuda" else images).to(device, non_blocking=True)
-        self.pids = torch.tensor([int(item[1]) for item in data], device=device)
+        self.pids = torch.as_tensor(pids, dtype=torch.long).to(device)
         self.sampler, self.batch_size, self.augment = sampler, batch_size, augment
         self.device = device
+
+    @classmethod
+    def from_items(cls, data: list, sampler, batch_size: int, augment: DeviceAugment, device: torch.device,
+                   workers: int = 8) -> DeviceTrainLoader:  # fmt: skip
+        """From torchreid's dataset items (path, pid, camid, ...), decoded once with `workers` threads."""
+        images = decode_all([item[0] for item in data], workers)
+        return cls(images, [int(item[1]) for item in data], sampler, batch_size, augment, device)
 
     def __len__(self) -> int:
         return len(self.sampler) // self.batch_size  # torchreid's loader drops the last incomplete batch

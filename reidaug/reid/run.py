@@ -123,43 +123,13 @@ def _run(root: Path, cfg: ReidConfig, out_json: Path, run_dir: Path, state: dict
         )
     log.info("data: %d train images of %d identities, sampler %s, %d batches of %d per epoch",
              len(train), dm.num_train_pids, train_sampler(cfg), len(dm.train_loader), cfg.batch_size)  # fmt: skip
-    try:
-        model = reid.models.build_model(
-            name=cfg.backbone,
-            num_classes=dm.num_train_pids,
-            loss="softmax" if cfg.loss == "softmax" else "triplet",
-            pretrained=False,  # torchreid would download; weights come from init_weights
-            use_gpu=use_gpu,
-        )
-    except KeyError:
-        raise ReidaugError(
-            f"unknown backbone {cfg.backbone!r} (torchreid model names, e.g. resnet50, osnet_x1_0)"
-        ) from None
+    model = build_model(cfg, dm.num_train_pids, use_gpu)
     weights_line = init_weights(model, cfg.backbone, cfg.pretrained, cfg.weights, cfg.trust_weights)
     log.info(weights_line)
     if use_gpu:
         model = model.cuda()
-    optimizer = reid.optim.build_optimizer(
-        model,
-        optim=cfg.optimizer,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        momentum=cfg.momentum,
-        sgd_nesterov=cfg.nesterov,
-        staged_lr=cfg.staged_lr,
-        new_layers=list(cfg.new_layers),
-        base_lr_mult=cfg.base_lr_mult,
-    )
-    scheduler = None
-    if cfg.scheduler != "none":
-        scheduler = reid.optim.build_lr_scheduler(
-            optimizer,
-            lr_scheduler=cfg.scheduler,
-            stepsize=cfg.stepsize[0] if cfg.scheduler == "single_step" else list(cfg.stepsize),
-            gamma=cfg.lr_gamma,
-            max_epoch=cfg.epochs,
-        )
-    engine = _build_engine(cfg, dm, model, optimizer, scheduler, use_gpu)
+    optimizer, scheduler = build_optimizer(cfg, model)
+    engine = build_engine(cfg, dm, model, optimizer, scheduler, use_gpu)
     engine.setup(cfg, run_dir, log)
     on_device = train_data_on_device(cfg, use_gpu)
     if on_device:
@@ -224,11 +194,53 @@ def _device_loader(cfg: ReidConfig, dm, use_gpu: bool):
 
     dev = torch.device("cuda" if use_gpu else "cpu")
     augment = DeviceAugment(cfg.height, cfg.width, cfg.transforms, dev, cfg.seed)
-    return DeviceTrainLoader(dm.train_loader.dataset.data, dm.train_loader.sampler, cfg.batch_size, augment, dev,
-                             workers=max(1, cfg.workers))  # fmt: skip
+    return DeviceTrainLoader.from_items(dm.train_loader.dataset.data, dm.train_loader.sampler, cfg.batch_size,
+                                        augment, dev, workers=max(1, cfg.workers))  # fmt: skip
 
 
-def _build_engine(cfg, dm, model, optimizer, scheduler, use_gpu):
+def build_model(cfg: ReidConfig, num_classes: int, use_gpu: bool):
+    """torchreid's `cfg.backbone` with `num_classes` identities, randomly initialised (never downloads)."""
+    try:
+        return reid.models.build_model(
+            name=cfg.backbone,
+            num_classes=num_classes,
+            loss="softmax" if cfg.loss == "softmax" else "triplet",
+            pretrained=False,  # torchreid would download; weights come from init_weights
+            use_gpu=use_gpu,
+        )
+    except KeyError:
+        raise ReidaugError(
+            f"unknown backbone {cfg.backbone!r} (torchreid model names, e.g. resnet50, osnet_x1_0)"
+        ) from None
+
+
+def build_optimizer(cfg: ReidConfig, model):
+    """The recipe's torchreid optimizer and learning-rate schedule (None for scheduler: none)."""
+    optimizer = reid.optim.build_optimizer(
+        model,
+        optim=cfg.optimizer,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        momentum=cfg.momentum,
+        sgd_nesterov=cfg.nesterov,
+        staged_lr=cfg.staged_lr,
+        new_layers=list(cfg.new_layers),
+        base_lr_mult=cfg.base_lr_mult,
+    )
+    scheduler = None
+    if cfg.scheduler != "none":
+        scheduler = reid.optim.build_lr_scheduler(
+            optimizer,
+            lr_scheduler=cfg.scheduler,
+            stepsize=cfg.stepsize[0] if cfg.scheduler == "single_step" else list(cfg.stepsize),
+            gamma=cfg.lr_gamma,
+            max_epoch=cfg.epochs,
+        )
+    return optimizer, scheduler
+
+
+def build_engine(cfg, dm, model, optimizer, scheduler, use_gpu):
+    """The recipe's engine (softmax, triplet or circle) over torchreid's datamanager `dm`."""
     common = dict(scheduler=scheduler, use_gpu=use_gpu, label_smooth=cfg.label_smooth)
     if cfg.loss == "softmax":
         return ENGINES["softmax"](dm, model, optimizer, **common)
