@@ -22,7 +22,7 @@ from reidaug.models import registry
 from reidaug.models.checkpoint import inference_state, load_checkpoint, load_generator
 from reidaug.models.discriminators import DiscriminatorConfig, build_discriminator
 from reidaug.models.losses import GANLoss
-from reidaug.models.method import Method, PoseGenerator, ema, floats
+from reidaug.models.method import Method, PoseGenerator, ema, logged
 from reidaug.models.optim import OptimizerConfig, StageConfig, make_optimizer
 from reidaug.train.config import load_method_config
 from reidaug.train.trainer import train
@@ -98,7 +98,7 @@ class Toy(Method):
             total = l1 + step.loss.lambda_gan * self.gan(self.critic(fake), True)
         step.step(["encoder", "decoder"], total)
         self.ema.update_parameters(self.generator)
-        return floats({"l1": l1, "total": total, **logs})
+        return logged({"l1": l1, "total": total, **logs})
 
     def inference_module(self):
         return self.ema.module

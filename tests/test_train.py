@@ -230,6 +230,55 @@ def test_non_finite_loss_is_a_training_failure_not_a_user_error(root, tmp_path, 
     assert not (tmp_path / "nan" / "checkpoints").exists()
 
 
+class _Reads(torch.Tensor):
+    """A logged loss that counts how often the host reads a value derived from it."""
+
+    reads: list[int] = []
+    iteration = 0
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in ("__float__", "__int__", "__bool__", "item", "tolist"):
+            cls.reads.append(cls.iteration)
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+def _logged_as(monkeypatch, nan_at: int | None = None):
+    from reidaug.models.patn_family import PATNFamily
+
+    step = PATNFamily.training_step
+    _Reads.reads, _Reads.iteration = [], 0
+
+    def counted(self, batch, steps):
+        logs = step(self, batch, steps)
+        _Reads.iteration += 1
+        if _Reads.iteration == nan_at:
+            logs["g_l1"] = logs["g_l1"] * float("nan")
+        return {k: v.as_subclass(_Reads) for k, v in logs.items()}
+
+    monkeypatch.setattr(PATNFamily, "training_step", counted)
+
+
+def test_losses_are_read_only_at_log_lines_and_checkpoints(root, tmp_path, monkeypatch):
+    """No host read of a loss per iteration (a device sync on CUDA): once per log line or checkpoint."""
+    _logged_as(monkeypatch)
+    cfg = tiny("train.iterations=10", "train.log_every=4", "train.checkpoint_every=5", "train.sample_every=0")
+    train(cfg, root, tmp_path / "run", device="cpu", show_progress=False)
+    assert sorted(set(_Reads.reads)) == [4, 5, 8, 10]
+    assert [r["iteration"] for r in read_log(tmp_path / "run")] == [4, 8, 10]
+
+
+def test_a_non_finite_loss_names_its_iteration_when_read_later(root, tmp_path, monkeypatch):
+    """Found at the next read (iteration 4), reported as iteration 3, before the checkpoint at 5 could keep it."""
+    from reidaug.train.trainer import TrainingError
+
+    _logged_as(monkeypatch, nan_at=3)
+    cfg = tiny("train.iterations=10", "train.log_every=4", "train.checkpoint_every=5", "train.sample_every=0")
+    with pytest.raises(TrainingError, match=r"^non-finite loss at iteration 3 "):
+        train(cfg, root, tmp_path / "run", device="cpu", show_progress=False)
+    assert _Reads.iteration == 4 and not (tmp_path / "run" / "checkpoints" / "latest.pt").exists()
+
+
 def _same_command(root, out, *extra):
     sets = [a for v in (*TINY_PATN, *RESUME, *extra) for a in ("--set", v)]
     return ("train", "--method", "patn", "--data", root, "--out", out, "--device", "cpu", "--no-progress", *sets)

@@ -42,7 +42,7 @@ from reidaug.models.blocks import (
 )
 from reidaug.models.discriminators import DiscriminatorConfig, build_discriminator
 from reidaug.models.losses import DISTANCES, GAN_MODES, GANLoss, PerceptualLoss
-from reidaug.models.method import Method, PoseGenerator, ema, floats
+from reidaug.models.method import Method, PoseGenerator, ema, logged
 from reidaug.models.optim import OptimizerConfig, StageConfig, make_optimizer
 from reidaug.models.vgg import LAYERS
 
@@ -483,7 +483,7 @@ class AttnFlow(Method):
         total = 0.5 * (self.gan_loss(d(batch["tgt_img"]), True) + self.gan_loss(d(fake.detach()), False))
         return total, {"d_total": total}
 
-    def training_step(self, batch, step) -> dict[str, float]:
+    def training_step(self, batch, step) -> dict[str, torch.Tensor]:
         """GFLA order: fake = G(batch); D step on fake.detach(); G step with D frozen; EMA update. A stage that
         weights no image loss and trains no D (stage 1) runs the deformation estimator alone."""
         cfg = step.loss
@@ -500,7 +500,7 @@ class AttnFlow(Method):
             g_total, g_logs = self.generator_loss(batch, out, cfg)
         step.step("generator", g_total)
         self.ema.update_parameters(self.generator_module())
-        return floats({**g_logs, **logs})
+        return logged({**g_logs, **logs})
 
 
 def optimizers() -> dict[str, OptimizerConfig]:

@@ -49,7 +49,9 @@ class Method(nn.Module):
     def configure_optimizers(self, optim: dict) -> dict[str, torch.optim.Optimizer]:
         raise NotImplementedError
 
-    def training_step(self, batch: dict[str, torch.Tensor], step) -> dict[str, float]:
+    def training_step(self, batch: dict[str, torch.Tensor], step) -> dict[str, torch.Tensor | float]:
+        """One iteration; returns the values to log (0-d tensors stay on the device: the trainer reads them every
+        `log_every` iterations, so the hot loop never waits for the device)."""
         raise NotImplementedError
 
     def inference_module(self) -> nn.Module:
@@ -64,7 +66,6 @@ def ema(module: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
     return AveragedModel(module, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def floats(terms: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Logged values as floats with a single device sync."""
-    values = torch.stack([t.detach().float().reshape(()) for t in terms.values()]).tolist()
-    return dict(zip(terms, values))
+def logged(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Loss terms as detached fp32 scalars for the log, without a device sync."""
+    return {k: t.detach().float().reshape(()) for k, t in terms.items()}

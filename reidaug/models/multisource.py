@@ -32,7 +32,7 @@ from reidaug.models.blocks import NORMS, conv_bias, norm_layer
 from reidaug.models.deformable import deform, part_masks, part_transforms
 from reidaug.models.discriminators import DiscriminatorConfig, build_discriminator
 from reidaug.models.losses import DISTANCES, GAN_MODES, GANLoss
-from reidaug.models.method import Method, PoseGenerator, floats
+from reidaug.models.method import Method, PoseGenerator, logged
 from reidaug.models.optim import OptimizerConfig, StageConfig, make_optimizer
 from reidaug.models.vgg import LAYERS, VGG19Features, feature_distance
 
@@ -293,20 +293,20 @@ class MultiSource(Method):
             dist = feature_distance(f_fake["relu1_2"], f_real["relu1_2"], cfg.perceptual_distance)
             terms["g_perceptual"] = cfg.lambda_perceptual * dist
         total = sum(terms.values())
-        return total, floats({"g_total": total, **terms})
+        return total, logged({"g_total": total, **terms})
 
     def discriminator_loss(self, batch, out, cfg: MultiSourceLossConfig) -> tuple[torch.Tensor, dict]:
         fake = out["image"].detach()
         real_term = self.multi_gan(self.disc_logits(batch, out, batch["tgt_img"]), True, cfg)
         fake_term = self.multi_gan(self.disc_logits(batch, out, fake), False, cfg)
         total = cfg.lambda_gan * (real_term + fake_term)
-        return total, floats({"d_total": total, "d_real": real_term, "d_fake": fake_term})
+        return total, logged({"d_total": total, "d_real": real_term, "d_fake": fake_term})
 
     def configure_optimizers(self, optim: dict[str, OptimizerConfig]) -> dict[str, torch.optim.Optimizer]:
         return {"generator": make_optimizer(self.generator.parameters(), optim["generator"]),
                 "discriminators": make_optimizer(self.discriminators.parameters(), optim["discriminators"])}  # fmt: skip
 
-    def training_step(self, batch, step) -> dict[str, float]:
+    def training_step(self, batch, step) -> dict[str, torch.Tensor]:
         """One D step, then one G step (notes 9.5), on one generator pass."""
         with step.autocast():
             out = self.generator(batch)

@@ -22,7 +22,7 @@ from reidaug.errors import ReidaugError
 from reidaug.models.blocks import NORMS, check_choice, init_weights
 from reidaug.models.discriminators import DiscriminatorConfig, build_discriminator
 from reidaug.models.losses import DISTANCES, GAN_MODES, GANLoss, ImagePool, PerceptualLoss
-from reidaug.models.method import Method, PoseGenerator, floats
+from reidaug.models.method import Method, PoseGenerator, logged
 from reidaug.models.optim import OptimizerConfig, make_optimizer
 
 
@@ -146,7 +146,7 @@ class PATNFamily(Method):
         if self.perceptual is not None:
             terms["g_perceptual"] = cfg.lambda_perceptual * self.perceptual(fake, real)
         total = terms["g_gan"] + terms["g_l1"] + terms.get("g_perceptual", 0.0)
-        return total, floats({"g_total": total, **terms})
+        return total, logged({"g_total": total, **terms})
 
     def discriminator_loss(self, batch, fake, cfg: FamilyLossConfig | None = None) -> tuple[torch.Tensor, dict]:
         cfg = cfg or self.loss_cfg
@@ -158,7 +158,7 @@ class PATNFamily(Method):
             terms[f"d_{k}"] = cfg.lambda_gan * 0.5 * (self.gan_loss(d(real_in[k]), True)
                                                       + self.gan_loss(d(pooled), False))  # fmt: skip
         total = terms["d_A"] + terms["d_S"]
-        return total, floats({"d_total": total, **terms})
+        return total, logged({"d_total": total, **terms})
 
     # -- Method ---------------------------------------------------------------------------------------------
     def configure_optimizers(self, optim: dict[str, OptimizerConfig]) -> dict[str, torch.optim.Optimizer]:
@@ -166,7 +166,7 @@ class PATNFamily(Method):
         return {"generator": make_optimizer(self.generator.parameters(), optim["generator"]),
                 "discriminators": make_optimizer(self.discriminators.parameters(), optim["discriminators"])}  # fmt: skip
 
-    def training_step(self, batch, step) -> dict[str, float]:
+    def training_step(self, batch, step) -> dict[str, torch.Tensor]:
         """PATN order (notes 2.6): fake = G(batch); G step with the Ds frozen; D step on fake.detach()."""
         with step.autocast():
             fake = self.generator(batch)["image"]

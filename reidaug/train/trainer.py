@@ -186,7 +186,7 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
                 batch = to_device(next(batches), dev, channels_last)
                 lrs = {k: o.param_groups[0]["lr"] for k, o in optimizers.items()}
                 steps.begin(it)
-                logs = {k: float(v) for k, v in method.training_step(stage_batch(batch, steps.stage), steps).items()}
+                logs = method.training_step(stage_batch(batch, steps.stage), steps)
                 scaler.update()
                 with warnings.catch_warnings():  # the schedule is the run's, also for an optimizer a stage idles
                     warnings.filterwarnings("ignore", r"Detected call of `lr_scheduler\.step\(\)` before")
@@ -194,14 +194,14 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
                         sched.step()
 
                 done = it + 1
-                if not all(math.isfinite(v) for v in logs.values()):
-                    raise TrainingError(f"non-finite loss at iteration {done}: {logs}")
-                logger.step(done, logs, {"lr": lrs[first], **{f"lr_{k}": v for k, v in lrs.items() if k != first}})
+                checkpoint = done % t.checkpoint_every == 0 or done == t.iterations
+                logger.step(done, logs, {"lr": lrs[first], **{f"lr_{k}": v for k, v in lrs.items() if k != first}},
+                            sync=checkpoint or callback is not None)  # fmt: skip
                 if fixed is not None and (done == t.iterations or (t.sample_every and done % t.sample_every == 0)):
                     with wrapped.unwrapped():
                         _write_samples(method, fixed, out / "samples" / f"iter_{done:06d}.png", dev, amp,
                                        channels_last)  # fmt: skip
-                if done % t.checkpoint_every == 0 or done == t.iterations:
+                if checkpoint:
                     state = _state(cfg, done, wrapped, inference, optimizers, schedulers, scaler, sampler, info, data,
                                    logger.window())  # fmt: skip
                     if info.main:
@@ -210,7 +210,7 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
                             save_checkpoint(out / "checkpoints" / f"iter_{done:06d}.pt", state)
                     del state
                 if callback is not None:
-                    callback(done, logs)
+                    callback(done, {k: float(v) for k, v in logs.items()})
         finally:
             logger.close()
             if hasattr(batches, "_shutdown_workers"):  # stop loader processes now, also when interrupted
@@ -370,14 +370,20 @@ def load_method_state(method, state: dict) -> None:
 
 
 class _Logger:
-    """Rank 0's outputs: progress bar, log.jsonl (mean losses per `log_every` window), TensorBoard scalars."""
+    """Rank 0's outputs: progress bar, log.jsonl (mean losses per `log_every` window), TensorBoard scalars.
+
+    Losses arrive as device scalars and are summed on the device (in float64, the same sums as Python floats);
+    the host reads them only at a log line or when asked (`sync`: before a checkpoint), so the training loop never
+    waits for the device. The first non-finite loss is remembered on the device, with its iteration, and raised as
+    a TrainingError at the next read: before any checkpoint holds its weights."""
 
     def __init__(self, out: Path, start: int, t, show: bool, enabled: bool, keys=(), window: dict | None = None):
         self.enabled, self.t, self.history, self.keys = enabled, t, [], tuple(keys)
         window = window or {}  # a resumed run continues the checkpoint's half-filled averaging window
-        self.sums: dict[str, float] = dict(window.get("sums", {}))
+        self.sums: dict[str, torch.Tensor | float] = dict(window.get("sums", {}))
         self.counts: dict[str, int] = dict(window.get("counts", {}))  # a value a stage does not log is averaged
         self.n = int(window.get("n", 0))  # over the iterations that do
+        self.bad: torch.Tensor | None = None  # the first iteration with a non-finite loss (0: none yet)
         self.tick = time.perf_counter()
         self.tb = self.bar = None
         if not enabled:
@@ -398,19 +404,29 @@ class _Logger:
             self.bar.start()
             self.task = self.bar.add_task("train", total=t.iterations, completed=start, info="")
 
-    def step(self, done: int, logs: dict, lrs: dict[str, float]) -> None:
-        if not self.enabled:
-            return
-        for k, v in logs.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-            self.counts[k] = self.counts.get(k, 0) + 1
-        self.n += 1
-        if self.bar is not None:
-            self.bar.advance(self.task)
-        if done % self.t.log_every and done != self.t.iterations:
+    def step(self, done: int, logs: dict, lrs: dict[str, float], sync: bool = False) -> None:
+        values = {k: v.detach().double() if torch.is_tensor(v) else float(v) for k, v in logs.items()}
+        tensors = [v for v in values.values() if torch.is_tensor(v)]
+        if tensors:
+            finite = torch.isfinite(torch.stack(tensors)).all()
+            bad = torch.where(finite, 0, done)
+            self.bad = bad if self.bad is None else torch.where(self.bad > 0, self.bad, bad)
+        if any(not math.isfinite(v) for v in values.values() if not torch.is_tensor(v)):
+            self._raise(done, values)
+        if self.enabled:
+            for k, v in values.items():
+                self.sums[k] = self.sums.get(k, 0.0) + v
+                self.counts[k] = self.counts.get(k, 0) + 1
+            self.n += 1
+            if self.bar is not None:
+                self.bar.advance(self.task)
+        due = not (done % self.t.log_every and done != self.t.iterations)  # the same reads on every rank
+        if sync or due:
+            self.check(values)
+        if not (due and self.enabled):
             return
         now = time.perf_counter()
-        entry = {"iteration": done, **lrs, **{k: v / self.counts[k] for k, v in self.sums.items()},
+        entry = {"iteration": done, **lrs, **{k: float(v) / self.counts[k] for k, v in self.sums.items()},
                  "it_per_s": self.n / max(now - self.tick, 1e-9)}  # fmt: skip
         self.sums, self.counts, self.n, self.tick = {}, {}, 0, now
         self.file.write(json.dumps(entry) + "\n")
@@ -423,9 +439,19 @@ class _Logger:
             shown = [k for k in self.keys if k in entry] or [k for k in logs][:3]
             self.bar.update(self.task, info=" ".join(f"{k} {entry[k]:.3f}" for k in shown))
 
+    def check(self, last: dict) -> None:
+        """Raise if any loss since the start was non-finite (one device read)."""
+        if self.bad is not None and (bad := int(self.bad)):
+            self._raise(bad, last)
+
+    @staticmethod
+    def _raise(done: int, last: dict):
+        values = ", ".join(f"{k} {float(v):.4g}" for k, v in last.items())
+        raise TrainingError(f"non-finite loss at iteration {done} (latest values: {values})")
+
     def window(self) -> dict:
         """The losses summed since the last log line: a checkpoint between two log lines keeps them."""
-        return {"sums": dict(self.sums), "counts": dict(self.counts), "n": self.n}
+        return {"sums": {k: float(v) for k, v in self.sums.items()}, "counts": dict(self.counts), "n": self.n}
 
     def close(self) -> None:
         if not self.enabled:
