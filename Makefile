@@ -5,9 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 R      := $(VENV)/bin/reidaug
-DEMO   ?= demo-out
+DEMO   ?= demo-out$(DEMO_CFG)$(if $(filter-out 0,$(SYNTH_SEED)),-seed$(SYNTH_SEED))
 
-.PHONY: install test demo lint clean reproduce-table6
+.PHONY: install test demo demo-run lint clean reproduce-table6
 
 install: $(STAMP)
 
@@ -28,22 +28,34 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check reidaug tests benchmarks
 
-# The whole pipeline on the synthetic dataset (each step skips what an earlier run finished).
-demo: install $(DEMO)/patn/.done
-	$(R) experiment --config experiments/demo
+# The whole pipeline on the synthetic dataset (each step skips what an earlier run finished). On a machine where
+# torch sees a CUDA GPU the demo takes its larger profile by itself (configs/*/demo-cuda.yaml); DEMO_PROFILE=cpu
+# or =cuda chooses one, SYNTH_SEED=N another synthetic dataset; each profile and seed has its own DEMO folder.
+DEMO_PROFILE ?= auto
+SYNTH_SEED   ?= 0
+DEMO_CFG     := $(if $(filter cuda,$(DEMO_PROFILE)),-cuda)
+CUDA_OR_CPU  := $(PY) -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')"
+demo: install
+	$(MAKE) --no-print-directory demo-run \
+		DEMO_PROFILE=$(if $(filter auto,$(DEMO_PROFILE)),$$($(CUDA_OR_CPU)),$(DEMO_PROFILE))
+
+demo-run: $(DEMO)/patn/.done
+	$(R) experiment --config experiments/demo$(DEMO_CFG) --data $(DEMO)/synth --out $(DEMO)/experiment \
+		--set generators.patn=$(DEMO)/patn/checkpoints/latest.pt
 	@echo "pictures: $(DEMO)/synth_preview.png (dataset), $(DEMO)/patn/samples/ (training),"
 	@echo "          $(DEMO)/experiment/examples.png (augmentation), $(DEMO)/experiment/map_vs_portion.png (result)"
 	@echo "report:   $(DEMO)/experiment/report.html"
 
 $(DEMO)/synth/synth.json: | install
-	$(R) synth --out $(DEMO)/synth --config synth/default --overwrite --preview $(DEMO)/synth_preview.png
+	$(R) synth --out $(DEMO)/synth --config synth/default --set synth.seed=$(SYNTH_SEED) --overwrite \
+		--preview $(DEMO)/synth_preview.png
 
 $(DEMO)/pairs.csv: $(DEMO)/synth/synth.json
 	$(R) pairs --annotations $(DEMO)/synth/annotations/train.csv --out $@ --overwrite
 
 $(DEMO)/patn/.done: $(DEMO)/pairs.csv
-	$(R) train --method patn --config methods/patn-demo --data $(DEMO)/synth --pairs $(DEMO)/pairs.csv \
-		--out $(DEMO)/patn --device cpu $(if $(wildcard $(DEMO)/patn/checkpoints/latest.pt),--resume)
+	$(R) train --method patn --config methods/patn-demo$(DEMO_CFG) --data $(DEMO)/synth --pairs $(DEMO)/pairs.csv \
+		--out $(DEMO)/patn
 	touch $@
 
 # The paper's setting on a GPU machine: make reproduce-table6 MARKET=/path/Market-1501-v15.09.15 ANNOTATIONS=/path
@@ -65,5 +77,5 @@ reproduce-table6: install
 		$(foreach m,$(METHODS),--set generators.$(m)=$(RUNS)/$(m)/checkpoints/latest.pt)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache runs demo-out
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache runs demo-out*
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -269,12 +269,13 @@ def _run(generator, loader, names, out: Path, cfg: GenerateConfig, dev, show_pro
     images reach pinned host memory by a non-blocking copy that the writer threads wait for, so the main thread
     never waits for the device and queues the next batch at once."""
     from reidaug.data.images import to_uint8_tensor
-    from reidaug.data.samples import to_device
+    from reidaug.data.samples import resize_images, to_device
     from reidaug.models.fuse import for_inference
     from reidaug.utils.progress import progress
     from reidaug.utils.runtime import Amp
 
     amp = Amp(dev, cfg.amp, cfg.amp_dtype)
+    work_size = generator.image_size  # the generator's working size; images are written at the data's
     channels_last = cfg.channels_last and dev.type == "cuda"
     if cfg.fast:
         model = for_inference(generator, dev, nnpack_min_batch=cfg.nnpack_min_batch, channels_last=channels_last)
@@ -290,8 +291,10 @@ def _run(generator, loader, names, out: Path, cfg: GenerateConfig, dev, show_pro
         task = bar.add_task("generate", total=len(names), info="", unit="img")
         for k, batch in enumerate(loader):
             idx = batch.pop("index").tolist()
+            data_size = tuple(batch["src_img"].shape[-2:])
             with grad_off(), amp.autocast():
-                images = to_uint8_tensor(model(to_device(batch, dev, channels_last))["image"])
+                fake = model(to_device(batch, dev, channels_last, work_size))["image"]
+                images = to_uint8_tensor(resize_images(fake, data_size))
             ready = None
             if dev.type == "cuda":  # a non-blocking copy to pinned memory; writers wait for the event
                 host = torch.empty(images.shape, dtype=torch.uint8, pin_memory=True)

@@ -191,3 +191,47 @@ def test_copy_is_a_different_folder(setup, tmp_path):
     r = generate(ckpt, pairs_csv, root, tmp_path / "b", cfg=CFG, show_progress=False)
     assert r.written == 0 and r.skipped == 7
     assert Path(tmp_path / "b" / "manifest.csv").read_bytes() == Path(out / "manifest.csv").read_bytes()
+
+
+def test_resize_batch_moves_keypoints_to_the_pixel_of_their_centre():
+    from reidaug.data.samples import resize_batch
+
+    kp = torch.tensor([[[0, 0], [127, 63], [5, 10], [-1, -1], [-1, 7]]])
+    img = torch.full((1, 3, 128, 64), 0.25)
+    out = resize_batch({"tgt_img": img, "tgt_kp": kp, "index": torch.tensor([3])}, (64, 32))
+    assert out["tgt_img"].shape == (1, 3, 64, 32) and torch.allclose(out["tgt_img"], torch.tensor(0.25))
+    want = [[0, 0], [63, 31], [2, 5], [-1, -1], [-1, -1]]  # floor((v + 0.5) * 0.5); a half-missing joint is missing
+    assert out["tgt_kp"].tolist() == [want] and out["index"].tolist() == [3]
+    same = {"tgt_img": img, "tgt_kp": kp}
+    assert resize_batch(same, (128, 64)) is same
+
+
+def test_a_generator_trained_at_a_smaller_size_generates_the_datas_size(setup, tmp_path, monkeypatch):
+    """image_size [64, 32]: the generator sees 64x32 batches in training and generation; the sample grid and the
+    written images are 128x64 under the usual names; the checkpoint carries the size."""
+    from reidaug.models.patn import PATNGenerator
+
+    root, _, pairs_csv, pairs = setup
+    seen = []
+    forward = PATNGenerator.forward
+    monkeypatch.setattr(PATNGenerator, "forward", lambda self, b: seen.append(tuple(b["src_img"].shape[-2:])) or forward(self, b))
+    cfg = load_method_config("patn", None, [*TINY_PATN, "train.iterations=2", "image_size=[64,32]",
+                                            "model.heatmap_sigma=3"])  # fmt: skip
+    run = train(cfg, root, tmp_path / "run", device="cpu", show_progress=False)
+    assert set(seen) == {(64, 32)} and len(seen) >= 3  # two steps and the final sample grid
+    assert read_image(next((tmp_path / "run" / "samples").glob("*.png"))).shape[0] == 2 * (128 + 2) + 2  # 2 rows
+    gen, ckpt = load_generator(run.checkpoint)
+    assert gen.image_size == (64, 32) and ckpt["config"]["image_size"] == [64, 32]
+    seen.clear()
+    r = generate(run.checkpoint, pairs_csv, root, tmp_path / "out", cfg=CFG, show_progress=False)
+    assert r.written == 7 and set(seen) == {(64, 32)}
+    for i, src in enumerate(pairs["from"]):
+        assert read_image(tmp_path / "out" / generated_name(src, i)).shape == (128, 64, 3)
+
+
+def test_image_size_is_checked(run_cli, setup, tmp_path):
+    root = setup[0]
+    code, _, err = run_cli("train", "--method", "patn", "--data", root, "--out", tmp_path / "r",
+                           *[a for s in (*TINY_PATN, "image_size=[8,4]") for a in ("--set", s)])  # fmt: skip
+    assert code == 2 and err.strip() == "reidaug: error: image_size must be [H, W] with both at least 16, got [8, 4]"
+    assert not (tmp_path / "r").exists()

@@ -20,6 +20,7 @@ from reidaug.errors import ReidaugError, offenders
 
 SPLITS = {"train": "bounding_box_train", "gallery": "bounding_box_test", "query": "query"}
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+IMAGE_SIZE = (128, 64)  # H, W of a Market-1501 crop (and of reidaug synth's)
 JUNK_PID = -1
 DISTRACTOR_PID = 0
 

@@ -163,17 +163,51 @@ def make_loader(dataset: Dataset, batch_sampler=None, batch_size: int | None = N
                       generator=torch.Generator().manual_seed(seed), **kw)  # fmt: skip
 
 
-def to_device(batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool = False) -> dict:
-    """Move a loader batch to the device; uint8 images become float in [-1, 1] there (with `channels_last`,
-    every (B, 3, H, W) image, each source of src_img included, is laid out NHWC)."""
+def resize_images(x: torch.Tensor, size) -> torch.Tensor:
+    """Float images (..., C, H, W) at `size` (H, W): bilinear, antialiased when shrinking."""
+    (h, w), (nh, nw) = x.shape[-2:], size
+    if (h, w) == (nh, nw):
+        return x
+    flat = x.reshape(-1, *x.shape[-3:])
+    out = torch.nn.functional.interpolate(flat, size=(nh, nw), mode="bilinear", align_corners=False,
+                                          antialias=nh < h or nw < w)  # fmt: skip
+    return out.reshape(*x.shape[:-2], nh, nw)
+
+
+def resize_batch(batch: dict[str, torch.Tensor], size) -> dict[str, torch.Tensor]:
+    """A device batch at a generator's working size (H, W): every `*_img` resized (bilinear, antialiased when
+    shrinking), every `*_kp` joint moved to the pixel that holds its centre (-1 stays missing)."""
+    imgs = [v for k, v in batch.items() if k.endswith("_img")]
+    if size is None or not imgs or tuple(imgs[0].shape[-2:]) == tuple(size):
+        return batch
+    (h, w), (nh, nw) = imgs[0].shape[-2:], size
+    scale = torch.tensor([nh / h, nw / w])
+    out = {}
+    for k, v in batch.items():
+        if k.endswith("_img"):
+            v = resize_images(v, (nh, nw))
+        elif k.endswith("_kp"):
+            top = torch.tensor([nh - 1, nw - 1], device=v.device)
+            moved = ((v + 0.5) * scale.to(v.device)).floor().long().clamp(min=torch.zeros_like(top), max=top)
+            v = torch.where((v >= 0).all(-1, keepdim=True), moved, torch.full_like(v, -1))
+        out[k] = v
+    return out
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device, channels_last: bool = False, size=None) -> dict:
+    """Move a loader batch to the device; uint8 images become float in [-1, 1] there, at `size` (H, W) when given
+    (`resize_batch`); with `channels_last` every (B, 3, H, W) image, each source of src_img included, is NHWC."""
     out = {}
     for k, v in batch.items():
         v = v.to(device, non_blocking=True)
         if v.dtype == torch.uint8:
             v = v.float().div_(127.5).sub_(1.0)
-            if channels_last and v.dim() == 4:
-                v = v.contiguous(memory_format=torch.channels_last)
-            elif channels_last and v.dim() == 5:  # (B, M, C, H, W) stored as (M, B, H, W, C): each v[:, m] is NHWC
-                v = v.permute(1, 0, 3, 4, 2).contiguous().permute(1, 0, 4, 2, 3)
         out[k] = v
+    out = resize_batch(out, size)
+    if channels_last:
+        for k, v in out.items():
+            if k.endswith("_img") and v.dim() == 4:
+                out[k] = v.contiguous(memory_format=torch.channels_last)
+            elif k.endswith("_img") and v.dim() == 5:  # (B, M, C, H, W) stored as (M, B, H, W, C): each v[:, m] is NHWC
+                out[k] = v.permute(1, 0, 3, 4, 2).contiguous().permute(1, 0, 4, 2, 3)
     return out

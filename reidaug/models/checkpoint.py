@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from reidaug.data.market import IMAGE_SIZE
 from reidaug.errors import ReidaugError, offenders
 from reidaug.utils.io import load_weights
 
@@ -107,4 +108,5 @@ def load_generator(checkpoint: str | Path | None = None, method_name: str | None
     if missing or unexpected:
         raise ReidaugError(f"checkpoint weights do not fit {ckpt['method']}: {len(missing)} tensors missing "
                            f"({offenders(missing, 2)}), {len(unexpected)} unexpected ({offenders(unexpected, 2)})")  # fmt: skip
+    generator.image_size = tuple(ckpt["config"].get("image_size") or IMAGE_SIZE)
     return generator.eval(), ckpt

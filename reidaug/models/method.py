@@ -31,6 +31,7 @@ class PoseGenerator(nn.Module):
 
     num_sources: int = 1
     variable_sources: bool = False  # True: any M >= 1 at generation time (attention over sources)
+    image_size: tuple[int, int] | None = None  # (H, W) it works at (the method config's image_size); None: the data's
 
     def accepts_sources(self, m: int) -> bool:
         return m == self.num_sources or (self.variable_sources and m >= 1)

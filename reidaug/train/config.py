@@ -1,6 +1,7 @@
 """The training recipe (`train:` section of a method config) and the composed method config:
 
-  method, model (the method's schema), loss (its schema), optim (its named optimizers, reidaug.models.optim),
+  method, image_size (the [H, W] the generator trains and generates at: images and keypoints are resized on the
+  device, generated images back to the data's size, so names and manifests do not change), model (the method's schema), loss (its schema), optim (its named optimizers, reidaug.models.optim),
   stages (its training stages), train (this file: the loop, devices, schedule, logging, checkpoints).
 
 Every section's defaults live in its schema (the PATN Market recipe, architecture notes 2.6, for the PATN
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reidaug.config import CONFIG_DIR, load_config
+from reidaug.data.market import IMAGE_SIZE as DATA_IMAGE_SIZE
 from reidaug.errors import ReidaugError
 
 
@@ -55,6 +57,9 @@ def lr_factor(iteration: int, iterations: int, decay_start: int) -> float:
     return max(0.0, 1.0 - (iteration - decay_start) / span)
 
 
+MIN_IMAGE_SIDE = 16  # the generators downsample by up to 8 and attend at the bottleneck
+
+
 @functools.cache
 def method_config_schema(name: str) -> type:
     """The dataclass of a whole method config (one class per method, so configs compare equal)."""
@@ -66,6 +71,7 @@ def method_config_schema(name: str) -> type:
         f"{spec.model_schema.__name__}MethodConfig",
         [
             ("method", str, field(default=name)),
+            ("image_size", list[int], field(default_factory=lambda: list(DATA_IMAGE_SIZE))),
             ("model", spec.model_schema, field(default_factory=spec.model_schema)),
             ("loss", spec.loss_schema, field(default_factory=spec.loss_schema)),
             ("optim", dict[str, OptimizerConfig], field(default_factory=spec.optimizers)),
@@ -99,6 +105,9 @@ def check_method_config(cfg, name: str) -> None:
 
     if cfg.method != name:
         raise ReidaugError(f"config is for method {cfg.method!r}, not {name!r}")
+    size = list(cfg.image_size)
+    if len(size) != 2 or min(size) < MIN_IMAGE_SIDE:
+        raise ReidaugError(f"image_size must be [H, W] with both at least {MIN_IMAGE_SIDE}, got {size}")
     t = cfg.train
     if t.iterations < 1 or t.batch_size < 1:
         raise ReidaugError("train.iterations and train.batch_size must be at least 1")

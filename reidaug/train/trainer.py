@@ -143,6 +143,7 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
             atomic_write_text(out / "config.yaml", to_yaml(cfg))
         ddp.barrier(info)
         channels_last = bool(t.channels_last) and dev.type == "cuda"
+        size = method.generator.image_size = tuple(cfg.image_size)  # the working size (generation reads it back)
         if channels_last:
             method = method.to(memory_format=torch.channels_last)
         if dev.type == "cuda":
@@ -183,7 +184,7 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
         try:
             batches = iter(loader)
             for it in range(start, t.iterations):
-                batch = to_device(next(batches), dev, channels_last)
+                batch = to_device(next(batches), dev, channels_last, size)
                 lrs = {k: o.param_groups[0]["lr"] for k, o in optimizers.items()}
                 steps.begin(it)
                 logs = method.training_step(stage_batch(batch, steps.stage), steps)
@@ -200,7 +201,7 @@ def train(cfg, data_root: str | Path, out_dir: str | Path, *, pairs=None, annota
                 if fixed is not None and (done == t.iterations or (t.sample_every and done % t.sample_every == 0)):
                     with wrapped.unwrapped():
                         _write_samples(method, fixed, out / "samples" / f"iter_{done:06d}.png", dev, amp,
-                                       channels_last)  # fmt: skip
+                                       channels_last, size)  # fmt: skip
                 if checkpoint:
                     state = _state(cfg, done, wrapped, inference, optimizers, schedulers, scaler, sampler, info, data,
                                    logger.window())  # fmt: skip
@@ -474,21 +475,21 @@ def _sample_batch(dataset, t) -> dict | None:
     return default_collate([dataset[int(i)] for i in idx])
 
 
-def _write_samples(method, batch, path: Path, dev, amp: Amp, channels_last: bool) -> None:
+def _write_samples(method, batch, path: Path, dev, amp: Amp, channels_last: bool, work_size) -> None:
     """sources | first source's pose | target pose | generated | target, one row per fixed sample, made by the
-    inference module in eval mode."""
+    inference module in eval mode (at its working size, shown at the data's)."""
     from reidaug.data.images import grid, to_uint8, write_image
     from reidaug.data.keypoints import pose_image
-    from reidaug.data.samples import to_device
+    from reidaug.data.samples import resize_images, to_device
 
     was_training = method.training
     method.eval()
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []), amp.autocast():
-            fake = method.inference_module()(to_device(batch, dev, channels_last))["image"]
+            fake = method.inference_module()(to_device(batch, dev, channels_last, work_size))["image"]
     finally:
         method.train(was_training)
-    fake = to_uint8(fake)
+    fake = to_uint8(resize_images(fake.float(), tuple(batch["tgt_img"].shape[-2:])))
     src = batch["src_img"].permute(0, 1, 3, 4, 2).numpy()  # (B, M, H, W, 3)
     tgt = batch["tgt_img"].permute(0, 2, 3, 1).numpy()
     size = tuple(src.shape[2:4])
