@@ -53,3 +53,18 @@ def test_on_a_terminal_the_live_bar_is_rich_own(monkeypatch):
     monkeypatch.setattr(progress_module, "console", Console(file=io.StringIO(), force_terminal=True))
     bar = progress_module.progress()
     assert type(bar) is progress_module.Progress
+
+
+def test_reid_log_lines_in_a_log_file_are_not_wrapped(monkeypatch, tmp_path):
+    import reidaug.reid.run as run
+
+    out = io.StringIO()
+    monkeypatch.setattr(run, "console", Console(file=out, width=80, force_terminal=False))
+    log = run._logger(tmp_path / "log.txt", to_console=True)
+    message = "reidaug_market: mAP 47.3%  rank-1 54.7%  rank-5 82.3%  rank-10 91.2%  (373 queries, 373 valid, 968 gallery)"
+    log.info(message)
+    for h in log.handlers:
+        h.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(message)
+    assert (tmp_path / "log.txt").read_text().strip().endswith(message)

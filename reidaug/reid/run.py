@@ -299,7 +299,11 @@ def _logger(path: Path, to_console: bool) -> logging.Logger:
     if to_console:
         from rich.logging import RichHandler
 
-        ch = RichHandler(console=console, show_path=False, show_level=False, markup=False)
+        if console.is_terminal:
+            ch = RichHandler(console=console, show_path=False, show_level=False, markup=False)
+        else:  # a log file: one unwrapped line per message
+            ch = logging.StreamHandler(console.file)
+            ch.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         ch.setLevel(logging.INFO)
         log.addHandler(ch)
     return log
