@@ -9,7 +9,7 @@ with a randomly initialised VGG) at its configured (full) size, or at its demo s
 * through the trainer's loader (--data-wait N iterations; a synthetic Market root unless --data): the
   SampleDataset, IterationSampler and DataLoader the trainer builds, with the method's num_workers and
   prefetch; data_wait_share = time blocked in next(loader) and the host-to-device copy / iteration time (each
-  iteration ends with a device sync, as the trainer's per-step loss read does).
+  iteration ends with a device sync here, so its time is its own; the trainer reads losses once per log line).
 On CUDA bf16 autocast and channels_last (the method's train settings), on the CPU fp32. peak_memory_mb: CUDA
 max_memory_allocated during the method; on the CPU the process's peak RSS so far (methods run in order).
 Prints one JSON object per method, then one for the run (device, threads, load average).
