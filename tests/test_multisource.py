@@ -176,12 +176,12 @@ def test_losses_of_one_step():
     out = method.generator(batch)
     total, logs = method.generator_loss(batch, out, method.loss_cfg)
     nn_term = 2.0 * nearest_neighbour_loss(out["image"], batch["tgt_img"])
-    assert logs["g_nn"] == pytest.approx(nn_term.item(), rel=1e-5)
+    assert float(logs["g_nn"]) == pytest.approx(nn_term.item(), rel=1e-5)
     logits = method.disc_logits(batch, out, out["image"])
     assert logits.shape == (2, 3, 1, 3, 1)  # one conditional D over every source (Eq. 7)
     gan = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)) * 3
-    assert logs["g_gan"] == pytest.approx(gan.item(), rel=1e-5)
-    assert total.item() == pytest.approx(logs["g_gan"] + logs["g_nn"] + logs["g_l1"], rel=1e-5)
+    assert float(logs["g_gan"]) == pytest.approx(gan.item(), rel=1e-5)
+    assert total.item() == pytest.approx(float(logs["g_gan"] + logs["g_nn"] + logs["g_l1"]), rel=1e-5)
 
 
 # -- through the commands ------------------------------------------------------------------------------------------
