@@ -68,3 +68,14 @@ def test_reid_log_lines_in_a_log_file_are_not_wrapped(monkeypatch, tmp_path):
     lines = out.getvalue().splitlines()
     assert len(lines) == 1 and lines[0].endswith(message)
     assert (tmp_path / "log.txt").read_text().strip().endswith(message)
+
+
+def test_a_task_whose_caller_logs_a_summary_writes_no_final_line(monkeypatch):
+    def run():
+        with progress_module.progress(log_every_s=3600) as bar:
+            t = bar.add_task("epoch 1/2", total=2, info="", summary=False)
+            bar.advance(t)
+            bar.advance(t)
+            bar.add_task("features", total=1, info="", completed=1)
+
+    assert [ln.split()[0] for ln in _lines(monkeypatch, run)] == ["features"]

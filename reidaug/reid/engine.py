@@ -89,9 +89,8 @@ class ReidEngineMixin:
         t0 = time.time()
         task = None
         if self.bar is not None:
-            task = self.bar.add_task(
-                f"epoch {self.epoch + 1}/{self.max_epoch}", total=self.num_batches, info="", unit="batch"
-            )
+            task = self.bar.add_task(f"epoch {self.epoch + 1}/{self.max_epoch}", total=self.num_batches, info="",
+                                     unit="batch", summary=False)  # the epoch's log line below is its summary
         for i, data in enumerate(self.train_loader):
             self.batch_idx = i
             means.add(self.forward_backward(data))

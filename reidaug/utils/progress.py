@@ -35,7 +35,8 @@ class RateColumn(ProgressColumn):
 
 class LogProgress(Progress):
     """A Progress that writes its tasks as log lines instead of a live display (the columns' text, no bar).
-    A finished task's line waits for the next event (another task, the end), so it shows its final `info`."""
+    A finished task's line waits for the next event (another task, the end), so it shows its final `info`; a task
+    added with `summary=False` has none (its caller logs a summary line of its own)."""
 
     def __init__(self, *columns, log_every_s: float, **kwargs):
         super().__init__(*columns, **kwargs)
@@ -47,7 +48,7 @@ class LogProgress(Progress):
     def stop(self) -> None:
         self.flush()
         for task in self.tasks:
-            if task.id not in self.done_ids and task.completed:
+            if task.id not in self.done_ids and task.completed and task.fields.get("summary", True):
                 self.write_line(task)
 
     def add_task(self, *args, **kwargs):
@@ -75,7 +76,7 @@ class LogProgress(Progress):
         task = self._tasks[task_id]
         if task.finished:
             self.done_ids.add(task_id)
-            self.pending = task_id
+            self.pending = task_id if task.fields.get("summary", True) else None
         elif time.monotonic() - self.logged_at.get(task_id, task.start_time or time.monotonic()) >= self.log_every_s:
             self.write_line(task)
 
