@@ -34,6 +34,7 @@ lint: install
 DEMO_PROFILE ?= auto
 SYNTH_SEED   ?= 0
 DEMO_CFG     := $(if $(filter cuda,$(DEMO_PROFILE)),-cuda)
+GEN_CFG      := methods/patn-demo-$(if $(filter cuda,$(DEMO_PROFILE)),cuda,cpu)
 CUDA_OR_CPU  := $(PY) -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')"
 demo: install
 	$(MAKE) --no-print-directory demo-run \
@@ -47,14 +48,14 @@ demo-run: $(DEMO)/patn/.done
 	@echo "report:   $(DEMO)/experiment/report.html"
 
 $(DEMO)/synth/synth.json: | install
-	$(R) synth --out $(DEMO)/synth --config synth/default --set synth.seed=$(SYNTH_SEED) --overwrite \
+	$(R) synth --out $(DEMO)/synth --config synth/demo --set synth.seed=$(SYNTH_SEED) --overwrite \
 		--preview $(DEMO)/synth_preview.png
 
 $(DEMO)/pairs.csv: $(DEMO)/synth/synth.json
 	$(R) pairs --annotations $(DEMO)/synth/annotations/train.csv --out $@ --overwrite
 
 $(DEMO)/patn/.done: $(DEMO)/pairs.csv
-	$(R) train --method patn --config methods/patn-demo$(DEMO_CFG) --data $(DEMO)/synth --pairs $(DEMO)/pairs.csv \
+	$(R) train --method patn --config $(GEN_CFG) --data $(DEMO)/synth --pairs $(DEMO)/pairs.csv \
 		--out $(DEMO)/patn
 	touch $@
 

@@ -31,7 +31,7 @@ def dry_run(tmp_path: Path, answer: str, *args: str) -> str:
 
 def test_cpu_machine_runs_the_cpu_profile_on_device_auto(tmp_path):
     out = dry_run(tmp_path, "cpu")
-    assert "--config methods/patn-demo --data demo-out/synth" in out
+    assert "--config methods/patn-demo-cpu --data demo-out/synth" in out
     assert "experiment --config experiments/demo --data demo-out/synth --out demo-out/experiment" in out
     assert "--device" not in out
     assert load_experiment("experiments/demo").device == "auto"
@@ -39,10 +39,11 @@ def test_cpu_machine_runs_the_cpu_profile_on_device_auto(tmp_path):
 
 def test_cuda_machine_takes_the_larger_profile_by_itself(tmp_path):
     out = dry_run(tmp_path, "cuda", "SYNTH_SEED=1")
-    assert "synth --out demo-out-cuda-seed1/synth --config synth/default --set synth.seed=1" in out
+    assert "synth --out demo-out-cuda-seed1/synth --config synth/demo --set synth.seed=1" in out
     assert "train --method patn --config methods/patn-demo-cuda --data demo-out-cuda-seed1/synth" in out
     assert "experiment --config experiments/demo-cuda" in out and "--device" not in out
-    cpu, cuda = load_method_config("patn", "methods/patn-demo"), load_method_config("patn", "methods/patn-demo-cuda")
+    cpu, cuda = load_method_config("patn", "methods/patn-demo-cpu"), load_method_config("patn", "methods/patn-demo-cuda")
+    assert cpu.image_size == [32, 16] and cuda.image_size == [128, 64]
     assert (cuda.model.ngf, cuda.model.n_blocks) == (64, 9) and cuda.train.iterations > cpu.train.iterations
     exp, base = load_experiment("experiments/demo-cuda"), load_experiment("experiments/demo")
     assert exp.device == "cuda" and "height=128" in exp.reid_overrides and exp.seeds == base.seeds
@@ -50,4 +51,4 @@ def test_cuda_machine_takes_the_larger_profile_by_itself(tmp_path):
 
 def test_a_chosen_profile_wins(tmp_path):
     out = dry_run(tmp_path, "cuda", "DEMO_PROFILE=cpu")
-    assert "methods/patn-demo-cuda" not in out and "--config methods/patn-demo " in out
+    assert "methods/patn-demo-cuda" not in out and "--config methods/patn-demo-cpu " in out
