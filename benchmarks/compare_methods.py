@@ -9,7 +9,7 @@ sample grid to OUT/<method>.jpg. A method whose generator fuses any number of so
 M-source tuples of the training annotations (its model.num_sources; same images and identity distribution as
 the pairs) and is scored once per M of `--sources` (default 1, 2, 5): one JSON object each.
 
-  python benchmarks/compare_methods.py --data demo-out/synth --pairs demo-out/pairs.csv --runs runs/compare
+  python benchmarks/compare_methods.py --data data/synth --pairs data/pairs.csv --runs runs/compare   # synth/default
 """
 
 from __future__ import annotations

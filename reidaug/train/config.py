@@ -1,8 +1,9 @@
 """The training recipe (`train:` section of a method config) and the composed method config:
 
   method, image_size (the [H, W] the generator trains and generates at: images and keypoints are resized on the
-  device, generated images back to the data's size, so names and manifests do not change), model (the method's schema), loss (its schema), optim (its named optimizers, reidaug.models.optim),
-  stages (its training stages), train (this file: the loop, devices, schedule, logging, checkpoints).
+  device, generated images back to the data's size, so names and manifests do not change), model (the method's
+  schema), loss (its schema), optim (its named optimizers, reidaug.models.optim), stages (its training stages),
+  train (this file: the loop, devices, schedule, logging, checkpoints).
 
 Every section's defaults live in its schema (the PATN Market recipe, architecture notes 2.6, for the PATN
 family): a YAML file in configs/methods/ states only what differs, and `--set a.b=c` overrides any value.
