@@ -34,16 +34,17 @@ lint: install
 DEMO_PROFILE ?= auto
 SYNTH_SEED   ?= 0
 DEMO_CFG     := $(if $(filter cuda,$(DEMO_PROFILE)),-cuda)
-GEN_CFG      := methods/patn-demo-$(if $(filter cuda,$(DEMO_PROFILE)),cuda,cpu)
+GEN          := multisource
+GEN_CFG      := methods/$(GEN)-demo-$(if $(filter cuda,$(DEMO_PROFILE)),cuda,cpu)
 CUDA_OR_CPU  := $(PY) -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')"
 demo: install
 	$(MAKE) --no-print-directory demo-run \
 		DEMO_PROFILE=$(if $(filter auto,$(DEMO_PROFILE)),$$($(CUDA_OR_CPU)),$(DEMO_PROFILE))
 
-demo-run: $(DEMO)/patn/.done
+demo-run: $(DEMO)/$(GEN)/.done
 	$(R) experiment --config experiments/demo$(DEMO_CFG) --data $(DEMO)/synth --out $(DEMO)/experiment \
-		--set generators.patn=$(DEMO)/patn/checkpoints/latest.pt
-	@echo "pictures: $(DEMO)/synth_preview.png (dataset), $(DEMO)/patn/samples/ (training),"
+		--set generators.$(GEN)=$(DEMO)/$(GEN)/checkpoints/latest.pt
+	@echo "pictures: $(DEMO)/synth_preview.png (dataset), $(DEMO)/$(GEN)/samples/ (training),"
 	@echo "          $(DEMO)/experiment/examples.png (augmentation), $(DEMO)/experiment/map_vs_portion.png (result)"
 	@echo "report:   $(DEMO)/experiment/report.html"
 
@@ -54,9 +55,9 @@ $(DEMO)/synth/synth.json: | install
 $(DEMO)/pairs.csv: $(DEMO)/synth/synth.json
 	$(R) pairs --annotations $(DEMO)/synth/annotations/train.csv --out $@ --overwrite
 
-$(DEMO)/patn/.done: $(DEMO)/pairs.csv
-	$(R) train --method patn --config $(GEN_CFG) --data $(DEMO)/synth --pairs $(DEMO)/pairs.csv \
-		--out $(DEMO)/patn
+$(DEMO)/$(GEN)/.done: $(DEMO)/pairs.csv
+	$(R) train --method $(GEN) --config $(GEN_CFG) --data $(DEMO)/synth --pairs $(DEMO)/pairs.csv \
+		--out $(DEMO)/$(GEN)
 	touch $@
 
 # The paper's setting on a GPU machine: make reproduce-table6 MARKET=/path/Market-1501-v15.09.15 ANNOTATIONS=/path

@@ -16,16 +16,10 @@ runs. Ray is imported only here (the `cluster` extra).
 
 from __future__ import annotations
 
-import datetime
-import json
 import logging
-import os
 import secrets
 import socket
-import sys
-import time
-import traceback
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,14 +27,23 @@ from typing import TYPE_CHECKING
 from reidaug import __version__
 from reidaug.errors import ReidaugError, first_line
 from reidaug.utils.io import atomic_write_text
-from reidaug.utils.progress import console, status_progress
+from reidaug.utils.progress import console
+from reidaug.workers import (
+    LOG,
+    REFRESH_S,
+    Board,
+    cell_result,
+    cell_task,
+    metrics_task,
+    new_run,
+    reason,
+    source_task,
+    started,
+)
 
 if TYPE_CHECKING:  # the experiment (torch, pandas) is imported by the tasks that run it, not by the probe
     from reidaug.experiment import Cell, ExperimentConfig, Resources, Source
 
-REFRESH_S = 2.0  # how often the driver redraws its display and looks for cells that started
-WORKER = "worker.json"  # in a cell folder: where its last attempt ran
-LOG = "cell.log"  # in a cell folder: the output of every attempt
 
 
 def _ray():
@@ -49,76 +52,6 @@ def _ray():
     except ImportError:
         raise ReidaugError("--executor ray needs Ray: pip install 'reidaug[cluster]'") from None
     return ray
-
-
-# -- inside the tasks -------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _recorded(log: Path, record: Path, run: str):
-    """Where this attempt runs, in `record`; its output (prints of libraries and subprocesses too) appended to
-    `log`, with the traceback of a failure."""
-    import ray
-
-    log.parent.mkdir(parents=True, exist_ok=True)
-    info = {"run": run, "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
-            "host": socket.gethostname(), "started": datetime.datetime.now().isoformat(timespec="seconds")}  # fmt: skip
-    atomic_write_text(record, json.dumps(info) + "\n")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(log, "a", buffering=1) as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        try:
-            with redirect_stdout(f), redirect_stderr(f):
-                print(f"== {info['started']} run {run}: host {info['host']}, node {info['node_id'][:12]}, "
-                      f"pid {info['pid']}")  # fmt: skip
-                try:
-                    yield info
-                except BaseException:
-                    traceback.print_exc()
-                    raise
-        finally:
-            f.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-
-
-def _source_files(out: Path, src: Source) -> tuple[Path, Path]:
-    """The log and worker record of a training set's task, beside its folder (augment wants the folder its own)."""
-    d = out / src.folder
-    return d.with_name(d.name + ".log"), d.with_name(d.name + ".worker.json")
-
-
-def _source_task(src: Source, cfg: ExperimentConfig, data: str, out: str, run: str) -> str:
-    """Build one training set; its root is what the cells that use it receive."""
-    from reidaug.experiment import build_source
-
-    log, record = _source_files(Path(out), src)
-    with _recorded(log, record, run):
-        return str(build_source(src, cfg, Path(data), Path(out), show_progress=False))
-
-
-def _cell_task(cell: Cell, root: str, out: str, run: str) -> dict:
-    """One cell on the training set `root` (resolved by Ray from the set's ObjectRef); returns where it ran."""
-    from reidaug.experiment import run_cell
-
-    d = cell.folder(Path(out))
-    with _recorded(d / LOG, d / WORKER, run) as info:
-        run_cell(cell, Path(root), Path(out), show_progress=False)
-    return info
-
-
-def _metrics_task(label: str, cfg: ExperimentConfig, data: str, out: str, run: str, _after=None) -> str:
-    """The image metrics of a generator's first augmentation, once it exists (`_after`: its build's ObjectRef)."""
-    from reidaug.experiment import image_metrics
-
-    log = Path(out) / "image_metrics" / f"{label}.log"
-    with _recorded(log, log.with_suffix(".worker.json"), run):
-        return str(image_metrics(Path(out), Path(data), label, cfg, show_progress=False))
 
 
 def _probe(token_file: str, token: str, paths: list[str], version: str) -> str | None:
@@ -146,9 +79,7 @@ def _probe(token_file: str, token: str, paths: list[str], version: str) -> str |
 def _reason(ray, e: BaseException) -> str:
     """One line for a task's failure: the task's own exception when it raised one, else Ray's (worker died ...)."""
     cause = getattr(e, "cause", None)
-    if isinstance(e, ray.exceptions.RayTaskError) and cause is not None:
-        return first_line(cause) if isinstance(cause, ReidaugError) else f"{type(cause).__name__}: {first_line(cause)}"
-    return f"{type(e).__name__}: {first_line(e)}"
+    return reason(cause if isinstance(e, ray.exceptions.RayTaskError) and cause is not None else e)
 
 
 def _options(res: Resources, retries: int) -> dict:
@@ -207,55 +138,6 @@ def _absolute(cfg: ExperimentConfig, data: Path, out: Path) -> ExperimentConfig:
         else:
             gens[label] = str(Path(spec).resolve())
     return replace(cfg, data=str(data), out=str(out), generators=gens)
-
-
-def _clock(seconds: float | None) -> str:
-    return "?" if seconds is None else str(datetime.timedelta(seconds=round(seconds)))
-
-
-class Board:
-    """The driver's view of the cells: done, running, failed and ETA. On a terminal a live bar; in a log file one
-    status line every `every` seconds. Finished, failed and retried tasks are one line each in both."""
-
-    def __init__(self, total: int, before: int, every: float, show: bool):
-        self.total, self.before, self.every = total, before, every
-        self.done = self.failed = self.running = 0
-        self.start = self.last_line = time.time()
-        self.live = show and console.is_terminal
-        self.bar = status_progress(disable=not self.live)
-        self.task = self.bar.add_task("cells", total=total, completed=before, info="")
-
-    def eta(self) -> float | None:
-        """Time per finished cell of this run so far, times the cells left (cells run in parallel: the elapsed
-        time, not the cells' own durations)."""
-        if not self.done:
-            return None
-        return (time.time() - self.start) / self.done * (self.total - self.before - self.done - self.failed)
-
-    def status(self) -> str:
-        return (f"cells: {self.before + self.done}/{self.total} done ({self.before} before this run), "
-                f"{self.running} running, {self.failed} failed, elapsed {_clock(time.time() - self.start)}, "
-                f"ETA {_clock(self.eta())}")  # fmt: skip
-
-    def event(self, text: str, style: str = "") -> None:
-        stamp = datetime.datetime.now().strftime("%H:%M:%S")
-        console.print(f"{stamp} {text}", style=style or None, soft_wrap=True, markup=False)
-
-    def update(self, running: int) -> None:
-        self.running = running
-        info = f"{running} running · {self.failed} failed · ETA {_clock(self.eta())}"
-        self.bar.update(self.task, completed=self.before + self.done, info=info)
-        if not self.live and time.time() - self.last_line >= self.every:
-            self.event(self.status())
-            self.last_line = time.time()
-
-
-def _started(cell: Cell, out: Path, run: str) -> bool:
-    """Whether an attempt of `cell` of this run has started (its worker record names the run)."""
-    try:
-        return json.loads((cell.folder(out) / WORKER).read_text()).get("run") == run
-    except (OSError, ValueError):
-        return False
 
 
 def _reachable(address: str, timeout: float) -> None:
@@ -317,10 +199,10 @@ def _run(ray, cfg: ExperimentConfig, cells: list[Cell], todo: list[Cell], data: 
     from reidaug.experiment import FULL, NONE, build_source
 
     c = cfg.cluster
-    run = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-    source_task = ray.remote(**_options(c.augment, c.retries))(_source_task)
-    cell_task = ray.remote(**_options(c.cell, c.retries))(_cell_task)
-    metrics_task = ray.remote(**_options(c.augment, c.retries))(_metrics_task)
+    run = new_run()
+    remote_source = ray.remote(**_options(c.augment, c.retries))(source_task)
+    remote_cell = ray.remote(**_options(c.cell, c.retries))(cell_task)
+    remote_metrics = ray.remote(**_options(c.augment, c.retries))(metrics_task)
 
     pending: dict = {}  # ObjectRef -> ("source", Source) | ("cell", Cell) | ("metrics", label)
     roots: dict[Source, object] = {}  # Source -> its root: a path, or the ObjectRef of the task building it
@@ -328,17 +210,17 @@ def _run(ray, cfg: ExperimentConfig, cells: list[Cell], todo: list[Cell], data: 
         if src.generator == FULL:
             roots[src] = str(data)
         elif src.generator != NONE:
-            roots[src] = source_task.remote(src, cfg, str(data), str(out), run)
+            roots[src] = remote_source.remote(src, cfg, str(data), str(out), run)
             pending[roots[src]] = ("source", src)
     for cell in todo:
         if cell.source in roots:
-            pending[cell_task.remote(cell, roots[cell.source], str(out), run)] = ("cell", cell)
+            pending[remote_cell.remote(cell, roots[cell.source], str(out), run)] = ("cell", cell)
     for src in dict.fromkeys(x.source for x in todo if x.source.generator == NONE):
         roots[src] = str(build_source(src, cfg, data, out, show_progress=False))  # links, while the cluster works
         console.print(f"wrote {src.folder}", markup=False)
         for cell in todo:
             if cell.source == src:
-                pending[cell_task.remote(cell, roots[src], str(out), run)] = ("cell", cell)
+                pending[remote_cell.remote(cell, roots[src], str(out), run)] = ("cell", cell)
     if cfg.metrics:
         for label in cfg.generators:
             if (out / "image_metrics" / f"{label}.json").is_file():
@@ -348,7 +230,7 @@ def _run(ray, cfg: ExperimentConfig, cells: list[Cell], todo: list[Cell], data: 
             if first is None:
                 continue
             after = roots.get(first)
-            pending[metrics_task.remote(label, cfg, str(data), str(out), run, after)] = ("metrics", label)
+            pending[remote_metrics.remote(label, cfg, str(data), str(out), run, after)] = ("metrics", label)
 
     failed: dict[str, str] = {}
     broken: dict[Source, str] = {}  # training sets whose build failed
@@ -380,11 +262,11 @@ def _run(ray, cfg: ExperimentConfig, cells: list[Cell], todo: list[Cell], data: 
                 if kind == "cell":
                     waiting.discard(what.name)
                     board.done += 1
-                    board.event(f"done {what.name} on {value['host']} (pid {value['pid']})", "green")
+                    board.event(f"done {what.name}: {cell_result(what, out)} on {value['host']} (pid {value['pid']})", "green")
                 elif kind == "source":
                     board.event(f"built {what.folder}")
                 else:
                     board.event(f"image metrics of {what}: {value}")
-            board.update(sum(_started(x, out, run) for x in todo if x.name in waiting))
+            board.update(sum(started(x, out, run) for x in todo if x.name in waiting))
     board.event(board.status())
     return failed

@@ -2,8 +2,9 @@
 M_p^A (reidaug augment), trains and evaluates re-ID on each (reidaug reid-eval), and on the full real set for
 p = 1. Finished cells are skipped on a rerun; the report is rewritten from every finished cell.
 
-Executors (`cluster.executor`): `local` runs the cells one after the other in this process; `ray` runs one Ray
-task per cell on a cluster (reidaug.cluster). Both recognise a finished cell by its metrics.json.
+Executors (`cluster.executor`): `local` runs the cells one after the other in this process, or with
+`cluster.jobs` > 1 in that many worker processes on this machine (reidaug.workers); `ray` runs one Ray task per
+cell on a cluster (reidaug.cluster). All recognise a finished cell by its metrics.json.
 
 OUT/
   experiment.yaml                     the resolved config of the run
@@ -55,7 +56,8 @@ class Resources:
 
 @dataclass
 class ClusterConfig:
-    executor: str = "local"  # local: this process, one cell after the other | ray: one Ray task per cell
+    executor: str = "local"  # local: this machine (see jobs) | ray: one Ray task per cell
+    jobs: int = 1  # local: 1 runs the cells one after the other in this process; N > 1 in N worker processes
     # ray: the head's host:port; null: RAY_ADDRESS, else the cluster started on this machine, else a new local one
     address: str | None = None
     retries: int = 2  # ray: new attempts of a failed task (crashed worker, lost node, exception), then 'failed'
@@ -171,6 +173,8 @@ def check_experiment(cfg: ExperimentConfig) -> list:
     c = cfg.cluster
     if c.executor not in EXECUTORS:
         raise ReidaugError(f"executor must be one of {', '.join(EXECUTORS)}, got {c.executor!r}")
+    if c.jobs < 1:
+        raise ReidaugError(f"cluster.jobs must be >= 1, got {c.jobs}")
     if c.retries < 0:
         raise ReidaugError(f"cluster.retries must be >= 0, got {c.retries}")
     for what, r in (("cell", c.cell), ("augment", c.augment)):
@@ -235,7 +239,7 @@ def run_local(cfg: ExperimentConfig, cells: list[Cell], data: Path, out: Path, s
 
 def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> dict[str, Path]:
     """Run the sweep with `cfg.cluster.executor` and write the report. Raises CellsFailed (after writing the
-    report of the finished cells) when cells failed on Ray after their retries."""
+    report of the finished cells) when cells failed in worker processes (on Ray: after their retries)."""
     reid_cfgs = check_experiment(cfg)
     data, out = Path(cfg.data), Path(cfg.out)
     cells = plan(cfg, reid_cfgs)
@@ -249,9 +253,14 @@ def run_experiment(cfg: ExperimentConfig, *, show_progress: bool = True) -> dict
     else:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "experiment.yaml", to_yaml(cfg))
-        run_local(cfg, cells, data, out, show_progress)
-    paths = finish(cfg, cells, data, out, failed, metrics=cfg.cluster.executor == "local",
-                   show_progress=show_progress)  # fmt: skip
+        if cfg.cluster.jobs > 1:
+            from reidaug.workers import run_pool
+
+            failed = run_pool(cfg, cells, data, out, show_progress)
+        else:
+            run_local(cfg, cells, data, out, show_progress)
+    in_process = cfg.cluster.executor == "local" and cfg.cluster.jobs == 1  # else the metrics were tasks
+    paths = finish(cfg, cells, data, out, failed, metrics=in_process, show_progress=show_progress)
     if failed:
         raise CellsFailed(failed, paths)
     return paths

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,6 +17,8 @@ from reidaug.data.market import read_split
 from reidaug.errors import ReidaugError
 from reidaug.experiment import load_experiment, run_experiment
 
+ROOT = Path(__file__).resolve().parent.parent
+RUN_S = 300  # one driver run of the CI-size sweep
 REID = ["backbone=osnet_x0_25", "epochs=1", "batch_size=8", "height=32", "width=16", "scheduler=none",
         "workers=0", "eval_batch_size=64"]  # fmt: skip
 
@@ -34,7 +42,39 @@ def sweep_sets(root, ckpt, out) -> list[str]:
     return [f"data={root}", f"out={out}", "portions=[0.3,1.0]", "seeds=[0]", f"generators.patn={ckpt}",
             "metrics=[ssim,mask_ssim,l1,fid]",
             "reid=[reid/default]", f"reid_overrides={REID}", "device=cpu", "augment.generate.num_workers=0",
-            "augment.generate.batch_size=16"]  # fmt: skip
+            "augment.generate.batch_size=16", "cluster.jobs=1"]  # fmt: skip
+
+
+def finish_driver(p: subprocess.Popen, log: Path) -> int:
+    """The exit code of an `experiment` process (started in its own session), killed after RUN_S."""
+    try:
+        return p.wait(timeout=RUN_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        pytest.fail(f"the driver did not finish within {RUN_S} s:\n{log.read_text()[-3000:]}")
+
+
+def kill_a_running_cell(out: Path, driver: subprocess.Popen, log: Path, old_runs=()) -> tuple[str, int, str]:
+    """SIGKILL the worker process of the first cell seen running (worker.json of a run not in `old_runs`, no
+    metrics.json yet); returns (cell, pid, run)."""
+    deadline = time.time() + RUN_S
+    while time.time() < deadline and driver.poll() is None:
+        for record in sorted((out / "cells").glob("*/worker.json")):
+            w = json.loads(record.read_text())
+            if w["run"] not in old_runs and not (record.parent / "metrics.json").exists():
+                os.kill(w["pid"], signal.SIGKILL)
+                return record.parent.name, w["pid"], w["run"]
+        time.sleep(0.05)
+    pytest.fail(f"no cell was seen running:\n{log.read_text()[-3000:]}")
+
+
+def _same_results(out: Path, expected: pd.DataFrame, local: Path) -> None:
+    keys = ["generator", "backbone", "loss", "portion", "seed"]
+    got = pd.read_csv(out / "results.csv")
+    pd.testing.assert_frame_equal(got.sort_values(keys).reset_index(drop=True),
+                                  expected.sort_values(keys).reset_index(drop=True))  # fmt: skip
+    assert (out / "table6.md").read_text() == (local / "table6.md").read_text()
 
 
 def _cfg(root, ckpt, out, **kw):
@@ -65,6 +105,63 @@ def test_sweep_cells_report_and_rerun(setup):
     metrics = json.loads(paths["metrics_patn"].read_text())
     assert set(metrics["metrics"]) == {"ssim", "mask_ssim", "l1"} and "fid" in metrics["skipped"]  # no weights here
     assert metrics["images"] == n - round(0.3 * n)  # the generated replacements of the p = 0.3 augmentation
+
+
+def test_worker_processes_give_the_same_table(setup, tmp_path):
+    """cluster.jobs = 2: the generation, the cells and the image metrics run in two worker processes of this
+    machine (each task's record and log in its folder) and give the results of one cell after the other."""
+    root, ckpt, base = setup
+    expected = local_results(base, root, ckpt)
+    out = tmp_path / "exp"
+    paths = run_experiment(_cfg(root, ckpt, out, **{"cluster.jobs": 2}), show_progress=False)
+    _same_results(out, expected, base / "exp1")
+    records = [*(out / "cells").glob("*/worker.json"), *(out / "augment" / "patn").glob("*.worker.json"),
+               out / "image_metrics" / "patn.worker.json"]  # fmt: skip
+    assert len(records) == 5  # three cells, the p = 0.3 generation, the image metrics
+    pids = {json.loads(r.read_text())["pid"] for r in records}
+    assert len(pids) == 2 and os.getpid() not in pids
+    for cell in (out / "cells").iterdir():  # each attempt's header in its log, the re-ID log in its run folder
+        pid = json.loads((cell / "worker.json").read_text())["pid"]
+        assert (cell / "cell.log").read_text().startswith("== ") and f"pid {pid}" in (cell / "cell.log").read_text()
+        assert " mAP " in (cell / "run" / "log.txt").read_text()
+    local = json.loads((base / "exp1" / "image_metrics" / "patn.json").read_text())["metrics"]
+    assert json.loads(paths["metrics_patn"].read_text())["metrics"] == pytest.approx(local, abs=1e-3)
+    assert pd.read_csv(paths["cells"]).status.eq("done").all()
+
+
+def test_a_killed_worker_fails_its_cells_and_the_same_command_completes_them(setup, tmp_path):
+    """A worker process killed in the middle of a cell: that cell (and any the dead pool still held) is reported
+    failed, the exit code is 1 and the table marks it missing; the same command runs what is missing and gives
+    the table of one cell after the other."""
+    root, ckpt, base = setup
+    expected = local_results(base, root, ckpt)
+    out = tmp_path / "exp"
+    cmd = [sys.executable, "-m", "reidaug", "experiment", "--config", "experiments/demo", "--jobs", "2",
+           "--no-progress"]  # fmt: skip
+    for s in sweep_sets(root, ckpt, out)[:-1]:  # not cluster.jobs=1
+        cmd += ["--set", s]
+
+    def driver(log: Path) -> subprocess.Popen:
+        with log.open("w") as f:
+            return subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+
+    log1 = tmp_path / "run1.log"
+    p = driver(log1)
+    killed, pid, _ = kill_a_running_cell(out, p, log1)
+    assert finish_driver(p, log1) == 1, log1.read_text()
+    text = log1.read_text()
+    assert "cell(s) failed (rerun the same command to complete them)" in text and "after their retries" not in text
+    assert f"failed {killed}: BrokenProcessPool" in text, text
+    status = pd.read_csv(out / "cells.csv").set_index("cell").status
+    assert status[killed] == "failed" and set(status) <= {"done", "failed"}
+    stamps = {f: f.stat().st_mtime_ns for f in (out / "cells").glob("*/metrics.json")}
+
+    log2 = tmp_path / "run2.log"
+    assert finish_driver(driver(log2), log2) == 0, log2.read_text()
+    assert f"{len(stamps)} of 3 cells finished before, {3 - len(stamps)} to run" in log2.read_text()
+    assert {f: f.stat().st_mtime_ns for f in stamps} == stamps  # finished cells left alone
+    assert json.loads((out / "cells" / killed / "worker.json").read_text())["pid"] != pid
+    _same_results(out, expected, base / "exp1")
 
 
 def test_html_report(setup):
@@ -115,6 +212,8 @@ def test_bad_experiment_configs(setup, tmp_path):
         run_experiment(load_experiment("experiments/demo", [f"data={tmp_path / 'nope'}"]))
     with pytest.raises(ReidaugError, match="executor must be one of local, ray, got 'slurm'"):
         run_experiment(_cfg(root, ckpt, tmp_path / "o", **{"cluster.executor": "slurm"}))
+    with pytest.raises(ReidaugError, match="cluster.jobs must be >= 1, got 0"):
+        run_experiment(_cfg(root, ckpt, tmp_path / "o", **{"cluster.jobs": 0}))
     with pytest.raises(ReidaugError, match="cluster.retries must be >= 0"):
         run_experiment(_cfg(root, ckpt, tmp_path / "o", **{"cluster.retries": -1}))
     assert not (tmp_path / "o").exists()  # refused before writing anything

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_experiment import local_results, sweep_sets
+from test_experiment import finish_driver, kill_a_running_cell, local_results, sweep_sets
 
 from reidaug.errors import ReidaugError
 from reidaug.experiment import load_experiment, run_experiment
@@ -122,29 +122,6 @@ def _driver(cluster: LocalCluster, sets: list[str], log: Path) -> subprocess.Pop
                                 start_new_session=True)  # fmt: skip
 
 
-def _finish(p: subprocess.Popen, log: Path) -> int:
-    try:
-        return p.wait(timeout=RUN_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-        pytest.fail(f"the driver did not finish within {RUN_S} s:\n{log.read_text()[-3000:]}")
-
-
-def _kill_a_running_cell(out: Path, driver: subprocess.Popen, log: Path, old_runs=()) -> tuple[str, int, str]:
-    """SIGKILL the worker process of the first cell seen running (worker.json of a run not in `old_runs`, no
-    metrics.json yet); returns (cell, pid, run)."""
-    deadline = time.time() + RUN_S
-    while time.time() < deadline and driver.poll() is None:
-        for record in sorted((out / "cells").glob("*/worker.json")):
-            w = json.loads(record.read_text())
-            if w["run"] not in old_runs and not (record.parent / "metrics.json").exists():
-                os.kill(w["pid"], signal.SIGKILL)
-                return record.parent.name, w["pid"], w["run"]
-        time.sleep(0.05)
-    pytest.fail(f"no cell was seen running:\n{log.read_text()[-3000:]}")
-
-
 def test_ray_refuses_an_out_the_workers_cannot_see(experiment_setup, ray_cluster):
     if ray_cluster.hidden is None:
         pytest.skip("hiding a folder from the worker node needs a mount namespace (unshare -m as root)")
@@ -169,8 +146,8 @@ def test_ray_sweep_survives_a_killed_worker(experiment_setup, ray_cluster, tmp_p
     # run 1, without retries: the killed cell fails, is reported, and the table marks it missing
     log1 = tmp_path / "run1.log"
     driver = _driver(ray_cluster, [*sets, "cluster.retries=0"], log1)
-    killed, pid, run1 = _kill_a_running_cell(out, driver, log1)
-    assert _finish(driver, log1) == 1, log1.read_text()
+    killed, pid, run1 = kill_a_running_cell(out, driver, log1)
+    assert finish_driver(driver, log1) == 1, log1.read_text()
     text = log1.read_text()
     assert "1 cell(s) failed after their retries" in text and f"failed {killed}: WorkerCrashedError" in text, text
     status = pd.read_csv(out / "cells.csv").set_index("cell").status
@@ -183,8 +160,8 @@ def test_ray_sweep_survives_a_killed_worker(experiment_setup, ray_cluster, tmp_p
     # worker is killed once more and Ray's retry completes it
     log2 = tmp_path / "run2.log"
     driver = _driver(ray_cluster, sets, log2)
-    again, pid2, _ = _kill_a_running_cell(out, driver, log2, old_runs={run1})
-    assert _finish(driver, log2) == 0, log2.read_text()
+    again, pid2, _ = kill_a_running_cell(out, driver, log2, old_runs={run1})
+    assert finish_driver(driver, log2) == 0, log2.read_text()
     assert again == killed and {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert "2 of 3 cells finished before, 1 to run" in log2.read_text()
     assert (pd.read_csv(out / "cells.csv").status == "done").all()

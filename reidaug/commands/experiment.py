@@ -17,6 +17,9 @@ def command(
     executor: str | None = typer.Option(
         None, "--executor", help="local (this process, the default) | ray (one Ray task per cell on a cluster)."
     ),
+    jobs: int | None = typer.Option(
+        None, "--jobs", "-j", help="local: cells and generations in this many worker processes at once (default 1)."
+    ),
     address: str | None = typer.Option(
         None, "--address", help="Ray head HOST:PORT (default: RAY_ADDRESS, else the Ray cluster on this machine)."
     ),
@@ -25,9 +28,10 @@ def command(
     """[bold]Table 6 experiment[/]: for each seed and portion p, re-ID on the reduced set (none), on the set
     augmented by each generator, and on the full real set (p = 1); writes [cyan]results.csv[/],
     [cyan]table6.md[/] (mean ± sd over seeds) and [cyan]map_vs_portion.png[/]. Finished cells are skipped on a
-    rerun. [cyan]--executor ray[/] runs the cells as Ray tasks on a cluster (OUT on a shared filesystem; cells
-    that still fail after [cyan]cluster.retries[/] are listed, marked in the table, and the exit code is 1; the
-    same command completes them). Config: [cyan]configs/experiments/table6.yaml[/] (demo:
+    rerun. [cyan]--jobs N[/] runs the cells in N worker processes on this machine, [cyan]--executor ray[/] as
+    Ray tasks on a cluster (OUT on a shared filesystem); cells that fail there (on Ray after
+    [cyan]cluster.retries[/]) are listed, marked in the table, and the exit code is 1; the same command completes
+    them. Config: [cyan]configs/experiments/table6.yaml[/] (demo:
     [cyan]experiments/demo[/]); cluster guide: docs/cluster.md."""
     from reidaug.errors import ReidaugError
     from reidaug.experiment import CellsFailed, load_experiment, run_experiment
@@ -40,6 +44,8 @@ def command(
         overrides.append(f"out={out}")
     if executor is not None:
         overrides.append(f"cluster.executor={executor}")
+    if jobs is not None:
+        overrides.append(f"cluster.jobs={jobs}")
     cfg = load_experiment(config, overrides)
     if address is not None:  # as given: a YAML reading of HOST:PORT could turn it into a number
         if cfg.cluster.executor != "ray":
@@ -55,7 +61,8 @@ def command(
     for what, path in paths.items():
         console.print(f"  {what:9s} {path}")
     if failed:
-        console.print(f"{len(failed)} cell(s) failed after their retries (rerun the same command to complete them):",
+        retried = " after their retries" if cfg.cluster.executor == "ray" else ""
+        console.print(f"{len(failed)} cell(s) failed{retried} (rerun the same command to complete them):",
                       style="red", markup=False)  # fmt: skip
         for name, reason in failed.items():
             console.print(f"  {name}: {reason}", style="red", markup=False, soft_wrap=True)
