@@ -631,6 +631,8 @@ add("experiment: unknown metric", lambda c: EX(c, portions=[0.5], generators={"p
 add("experiment: bad augment setting", lambda c: EX(c, portions=[0.5], generators={"patn": str(c.F.ckpt)},
                                                     augment={"pose_source": "nope"}))  # fmt: skip
 add("experiment: seeds not numbers", lambda c: EX(c, seeds=["a"]))
+add("experiment: --jobs 0", lambda c: EX(c, "--jobs", "0"))
+add("experiment: --jobs not a number", lambda c: EX(c, "--jobs", "two"))
 os_cases("experiment", lambda c, o: EX(c, "--out", o), "dir", skip=("full",))
 
 # metrics

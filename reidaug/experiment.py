@@ -338,8 +338,8 @@ def collect(out: Path) -> pd.DataFrame:
 
 
 def write_examples(out: Path, data: Path, label: str, name: str = "examples.png", rows: int = 6) -> Path | None:
-    """source | target pose | generated | the real image it replaces, for the first jobs of `label`'s first
-    augmentation."""
+    """source | target pose | generated | the real image it replaces, for the first job of each of the first
+    `rows` identities of `label`'s first augmentation (different people, not one person's poses)."""
     from reidaug.data.images import grid, read_image, write_image
     from reidaug.data.keypoints import pose_image, read_annotations
     from reidaug.data.market import annotation_path
@@ -347,7 +347,7 @@ def write_examples(out: Path, data: Path, label: str, name: str = "examples.png"
     found = sorted((out / "augment" / label).glob("p*_s*/jobs.csv"))
     if not found:
         return None
-    jobs = pd.read_csv(found[0], keep_default_na=False).head(rows)
+    jobs = pd.read_csv(found[0], keep_default_na=False).drop_duplicates("pid").head(rows)
     ann = read_annotations(annotation_path(data))
     train_dir = data / "bounding_box_train"
     tiles = []

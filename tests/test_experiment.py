@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from reidaug.data.images import read_image
 from reidaug.data.market import read_split
 from reidaug.errors import ReidaugError
 from reidaug.experiment import load_experiment, run_experiment
@@ -93,6 +94,15 @@ def test_sweep_cells_report_and_rerun(setup):
     assert ntrain["full"] == n == ntrain["patn"] and ntrain["none"] == round(0.3 * n)
     assert "| none | osnet_x0_25 (softmax) |" in paths["table"].read_text()
     assert paths["plot"].is_file() and paths["examples"].is_file()
+    # examples: one row per identity (source | target pose | generated | replaced), the first six identities
+    jobs = pd.read_csv(out / "augment" / "patn" / "p0.3_s0" / "jobs.csv").drop_duplicates("pid").head(6)
+    assert len(jobs) == 6
+    shown = read_image(paths["examples"])
+    for i, source in enumerate(jobs.source):
+        img = read_image(root / "bounding_box_train" / source)
+        h, w = img.shape[:2]
+        assert (shown[2 + i * (h + 2) : 2 + i * (h + 2) + h, 2 : 2 + w] == img).all()
+    assert shown.shape[0] == 6 * (h + 2) + 2
     status = pd.read_csv(paths["cells"])  # every planned cell, done
     assert sorted(status.cell) == sorted(p.name for p in (out / "cells").iterdir()) and set(status.status) == {"done"}
     # a rerun skips finished cells: their metrics files are not rewritten
