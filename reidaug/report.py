@@ -92,6 +92,8 @@ def plot_map(results: pd.DataFrame, path: str | Path) -> None:
     ax.set_xlabel("portion p of real training images kept")
     ax.set_ylabel("mAP (%)")
     ax.set_xticks(sorted(s.portion.unique()))
+    ax.set_xlim(0, 1.05)  # p in (0, 1]: points at the ends stay whole
+    ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
