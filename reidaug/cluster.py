@@ -45,7 +45,6 @@ if TYPE_CHECKING:  # the experiment (torch, pandas) is imported by the tasks tha
     from reidaug.experiment import Cell, ExperimentConfig, Resources, Source
 
 
-
 def _ray():
     try:
         import ray

@@ -284,6 +284,10 @@ def run_pool(cfg: ExperimentConfig, cells: list[Cell], data: Path, out: Path, sh
                     else:
                         board.event(f"image metrics of {what}: {value}")
                 board.update(sum(kind == "cell" and started(what, out, run) for kind, what in pending.values()))
+    except BaseException:  # the driver stops (an interrupt, a refused M_p^R): its workers stop with it
+        for process in (getattr(pool, "_processes", None) or {}).values():
+            process.terminate()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     board.event(board.status())

@@ -174,6 +174,41 @@ def test_a_killed_worker_fails_its_cells_and_the_same_command_completes_them(set
     _same_results(out, expected, base / "exp1")
 
 
+def test_an_interrupted_driver_stops_its_workers(setup, tmp_path):
+    """Ctrl-C sent to the driver alone (as a scheduler's SIGINT would be): it exits with 130 within seconds and
+    takes its worker processes with it, rather than waiting for their cells (500 epochs each here)."""
+    root, ckpt, _ = setup
+    out = tmp_path / "exp"
+    long_reid = [f"reid_overrides={[*REID[:1], 'epochs=500', *REID[2:]]}"]
+    cmd = [sys.executable, "-m", "reidaug", "experiment", "--config", "experiments/demo", "--jobs", "2", "--no-progress"]
+    for s in [x for x in sweep_sets(root, ckpt, out)[:-1] if not x.startswith("reid_overrides=")] + long_reid:
+        cmd += ["--set", s]
+    log = tmp_path / "run.log"
+    with log.open("w") as f:
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        workers, deadline = set(), time.time() + RUN_S
+        while not workers and time.time() < deadline and p.poll() is None:
+            workers = {json.loads(r.read_text())["pid"] for r in (out / "cells").glob("*/worker.json")}
+            time.sleep(0.05)
+        assert workers, log.read_text()
+        time.sleep(1)  # inside the cell's re-ID training
+        os.kill(p.pid, signal.SIGINT)
+        assert p.wait(timeout=20) == 130, log.read_text()
+        for pid in workers:  # gone (a zombie left to init counts as gone)
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+            except FileNotFoundError:
+                continue
+            assert state == "Z", f"worker {pid} still runs after the driver stopped"
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()
+
+
 def test_html_report(setup):
     """The report of the sweep above: its tables hold the results, every image it links exists, and it renders
     in a headless browser to a page that is not blank."""
