@@ -13,8 +13,10 @@ import datetime
 import json
 import os
 import secrets
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
@@ -185,6 +187,21 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+@contextmanager
+def _interrupt_as_flag():
+    """Ctrl-C sets a flag that the driver checks between waits (a KeyboardInterrupt raised inside
+    concurrent.futures' own locking could leave the pool's threads deadlocked); only where signals can be set."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_pool(cfg: ExperimentConfig, cells: list[Cell], data: Path, out: Path, show_progress: bool) -> dict[str, str]:
     """The cells not yet finished in `cfg.cluster.jobs` worker processes on this machine (each with its share of
     the cores): every generated training set as soon as a worker is free (the longest chains first), each cell
@@ -225,8 +242,13 @@ def run_pool(cfg: ExperimentConfig, cells: list[Cell], data: Path, out: Path, sh
         submit("metrics", label, metrics_task, label, cfg, str(data), str(out), run)
 
     waiting_metrics: dict[Source, list[str]] = {}  # a training set being built -> the metrics that need it
+
+    def check(interrupted: threading.Event) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+
     try:
-        with board.bar:
+        with _interrupt_as_flag() as interrupted, board.bar:
             for src in dict.fromkeys(x.source for x in todo):  # generated sets first: the longest chains
                 if src.generator == FULL:
                     roots[src] = str(data)
@@ -248,9 +270,11 @@ def run_pool(cfg: ExperimentConfig, cells: list[Cell], data: Path, out: Path, sh
                 roots[src] = str(build_source(src, cfg, data, out, show_progress=False))
                 board.event(f"wrote {src.folder}")
                 cells_of(src)
+                check(interrupted)
             board.update(0)
             while pending:
                 finished, _ = wait(list(pending), timeout=REFRESH_S, return_when=FIRST_COMPLETED)
+                check(interrupted)
                 for future in finished:
                     kind, what = pending.pop(future)
                     try:
