@@ -29,10 +29,8 @@ from reidaug.errors import ReidaugError, first_line
 from reidaug.utils.io import atomic_write_text
 from reidaug.utils.progress import console
 from reidaug.workers import (
-    LOG,
     REFRESH_S,
     Board,
-    cell_result,
     cell_task,
     metrics_task,
     new_run,
@@ -253,15 +251,13 @@ def _run(ray, cfg: ExperimentConfig, cells: list[Cell], todo: list[Cell], data: 
                             reason = f"its training set {what.source.folder} failed: {broken[what.source]}"
                         failed[what.name] = reason
                         waiting.discard(what.name)
-                        board.failed += 1
-                        board.event(f"failed {what.name}: {reason} (log: {what.folder(out) / LOG})", "red")
+                        board.cell_failed(what, out, reason)
                     else:
                         board.event(f"failed image metrics of {what}: {reason}", "red")
                     continue
                 if kind == "cell":
                     waiting.discard(what.name)
-                    board.done += 1
-                    board.event(f"done {what.name}: {cell_result(what, out)} on {value['host']} (pid {value['pid']})", "green")
+                    board.cell_done(what, out, f"on {value['host']} (pid {value['pid']})")
                 elif kind == "source":
                     board.event(f"built {what.folder}")
                 else:

@@ -158,6 +158,14 @@ class Board:
         stamp = datetime.datetime.now().strftime("%H:%M:%S")
         console.print(f"{stamp} {text}", style=style or None, soft_wrap=True, markup=False)
 
+    def cell_done(self, cell: Cell, out: Path, where: str) -> None:
+        self.done += 1
+        self.event(f"done {cell.name}: {cell_result(cell, out)} {where}", "green")
+
+    def cell_failed(self, cell: Cell, out: Path, why: str) -> None:
+        self.failed += 1
+        self.event(f"failed {cell.name}: {why} (log: {cell.folder(out) / LOG})", "red")
+
     def update(self, running: int) -> None:
         self.running = running
         info = f"{running} running · {self.failed} failed · ETA {_clock(self.eta())}"
@@ -286,13 +294,12 @@ def run_pool(cfg: ExperimentConfig, cells: list[Cell], data: Path, out: Path, sh
                             for cell in todo:
                                 if cell.source == what:
                                     failed[cell.name] = f"its training set {what.folder} failed: {why}"
-                                    board.failed += 1
+                                    board.cell_failed(cell, out, failed[cell.name])
                             for label in waiting_metrics.pop(what, []):
                                 board.event(f"failed image metrics of {label}: its augmentation failed", "red")
                         elif kind == "cell":
                             failed[what.name] = why
-                            board.failed += 1
-                            board.event(f"failed {what.name}: {why} (log: {what.folder(out) / LOG})", "red")
+                            board.cell_failed(what, out, why)
                         else:
                             board.event(f"failed image metrics of {what}: {why}", "red")
                         continue
@@ -303,8 +310,7 @@ def run_pool(cfg: ExperimentConfig, cells: list[Cell], data: Path, out: Path, sh
                         for label in waiting_metrics.pop(what, []):
                             metrics_of(label)
                     elif kind == "cell":
-                        board.done += 1
-                        board.event(f"done {what.name}: {cell_result(what, out)} (pid {value['pid']})", "green")
+                        board.cell_done(what, out, f"(pid {value['pid']})")
                     else:
                         board.event(f"image metrics of {what}: {value}")
                 board.update(sum(kind == "cell" and started(what, out, run) for kind, what in pending.values()))
