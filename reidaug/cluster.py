@@ -32,6 +32,7 @@ from reidaug.workers import (
     REFRESH_S,
     Board,
     cell_task,
+    first_source,
     metrics_task,
     new_run,
     reason,
@@ -222,8 +223,7 @@ def _run(ray, cfg: ExperimentConfig, cells: list[Cell], todo: list[Cell], data: 
         for label in cfg.generators:
             if (out / "image_metrics" / f"{label}.json").is_file():
                 continue
-            first = min((x.source for x in cells if x.source.generator == label), default=None,
-                        key=lambda s: s.folder)  # the folder image_metrics takes: the first by name  # fmt: skip
+            first = first_source(cells, label)
             if first is None:
                 continue
             after = roots.get(first)

@@ -175,6 +175,11 @@ class Board:
             self.last_line = time.time()
 
 
+def first_source(cells: list[Cell], label: str) -> Source | None:
+    """The training set whose augmentation the image metrics of generator `label` score: the first by folder."""
+    return min((x.source for x in cells if x.source.generator == label), default=None, key=lambda s: s.folder)
+
+
 def cell_result(cell: Cell, out: Path) -> str:
     """A finished cell's mAP and Rank-1, for its line on the board."""
     try:
@@ -196,16 +201,22 @@ def _init_worker(threads: int) -> None:
 
 
 @contextmanager
-def _interrupt_as_flag():
-    """Ctrl-C sets a flag that the driver checks between waits (a KeyboardInterrupt raised inside
-    concurrent.futures' own locking could leave the pool's threads deadlocked); only where signals can be set."""
-    flag = threading.Event()
+def _deferred_interrupt():
+    """Yields check(), which raises KeyboardInterrupt once Ctrl-C was pressed: the driver calls it between waits
+    (a KeyboardInterrupt raised inside concurrent.futures' own locking could deadlock the pool's threads). Only
+    the main thread can catch signals; elsewhere Ctrl-C keeps its default."""
+    pressed = threading.Event()
+
+    def check() -> None:
+        if pressed.is_set():
+            raise KeyboardInterrupt
+
     if threading.current_thread() is not threading.main_thread():
-        yield flag
+        yield check
         return
-    previous = signal.signal(signal.SIGINT, lambda *_: flag.set())
+    previous = signal.signal(signal.SIGINT, lambda *_: pressed.set())
     try:
-        yield flag
+        yield check
     finally:
         signal.signal(signal.SIGINT, previous)
 
@@ -250,13 +261,8 @@ def run_pool(cfg: ExperimentConfig, cells: list[Cell], data: Path, out: Path, sh
         submit("metrics", label, metrics_task, label, cfg, str(data), str(out), run)
 
     waiting_metrics: dict[Source, list[str]] = {}  # a training set being built -> the metrics that need it
-
-    def check(interrupted: threading.Event) -> None:
-        if interrupted.is_set():
-            raise KeyboardInterrupt
-
     try:
-        with _interrupt_as_flag() as interrupted, board.bar:
+        with _deferred_interrupt() as check_interrupt, board.bar:
             for src in dict.fromkeys(x.source for x in todo):  # generated sets first: the longest chains
                 if src.generator == FULL:
                     roots[src] = str(data)
@@ -266,8 +272,7 @@ def run_pool(cfg: ExperimentConfig, cells: list[Cell], data: Path, out: Path, sh
             for label in cfg.generators if cfg.metrics else ():
                 if (out / "image_metrics" / f"{label}.json").is_file():
                     continue
-                first = min((x.source for x in cells if x.source.generator == label), default=None,
-                            key=lambda s: s.folder)  # the folder image_metrics takes: the first by name  # fmt: skip
+                first = first_source(cells, label)
                 if first in building:
                     waiting_metrics.setdefault(first, []).append(label)
                 elif first is not None:
@@ -278,11 +283,11 @@ def run_pool(cfg: ExperimentConfig, cells: list[Cell], data: Path, out: Path, sh
                 roots[src] = str(build_source(src, cfg, data, out, show_progress=False))
                 board.event(f"wrote {src.folder}")
                 cells_of(src)
-                check(interrupted)
+                check_interrupt()
             board.update(0)
             while pending:
                 finished, _ = wait(list(pending), timeout=REFRESH_S, return_when=FIRST_COMPLETED)
-                check(interrupted)
+                check_interrupt()
                 for future in finished:
                     kind, what = pending.pop(future)
                     try:
