@@ -216,7 +216,7 @@ def test_unreachable_head_is_refused_at_once():
 
 def test_board_lines_in_a_log(capsys):
     """Not on a terminal, the driver's board prints a status line (done, running, failed, ETA) per interval."""
-    from reidaug.cluster import Board
+    from reidaug.workers import Board
 
     board = Board(total=5, before=1, every=0.0, show=True)  # captured stderr is no terminal: lines
     with board.bar:
